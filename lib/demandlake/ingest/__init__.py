@@ -1,0 +1,1 @@
+"""Raw logs to bronze: format readers, validation into quarantine reasons, dedup, reconciliation."""

@@ -1,0 +1,215 @@
+"""Validation: canonical string columns -> typed rows, each with the first failed check.
+
+``validate_events`` / ``validate_reviews`` are pure transforms. They add ``_reason`` and
+``_detail`` (null when the record is good) and the typed canonical columns; nothing is filtered
+here, so the caller can route every record to exactly one place.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Callable
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from demandlake import schemas
+
+REPLACEMENT_CHAR = "\ufffd"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Validation bounds (from the ``ingest`` config section)."""
+
+    min_ts: dt.datetime
+    max_ts: dt.datetime
+    max_price: float = 1_000_000.0
+    max_quantity: int = 10_000
+    max_field_bytes: int = 65_536
+    timezone: str = "UTC"
+
+    @classmethod
+    def for_run(cls, ingest_cfg: dict, run_date: dt.date, timezone: str = "UTC") -> "Limits":
+        end_of_run = dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time())
+        min_ts = dt.datetime.fromisoformat(
+            str(ingest_cfg.get("min_timestamp", "2000-01-01T00:00:00")).replace("Z", ""))
+        return cls(
+            min_ts=min_ts,
+            max_ts=end_of_run + dt.timedelta(hours=float(ingest_cfg.get("max_future_hours", 24))),
+            max_price=float(ingest_cfg.get("max_price", 1e6)),
+            max_quantity=int(ingest_cfg.get("max_quantity", 10_000)),
+            max_field_bytes=int(ingest_cfg.get("max_field_bytes", 65_536)),
+            timezone=timezone,
+        )
+
+
+def parse_timestamp(c: Column) -> Column:
+    """Timestamp from text: Unix seconds (fractional), Unix milliseconds (13+ digits), or ISO 8601
+    / ``yyyy-MM-dd HH:mm:ss[ zone]`` with an optional offset or zone (naive text is UTC)."""
+    text = F.trim(c)
+    is_number = text.rlike(r"^-?\d+(\.\d+)?$")
+    num = text.try_cast("double")
+    seconds = F.when(F.abs(num) >= F.lit(1e11), num / 1000.0).otherwise(num)
+    from_number = F.timestamp_micros((seconds * 1_000_000).cast("long"))
+    from_text = F.coalesce(
+        text.try_cast("timestamp"),
+        # "2019-10-01 00:00:00 UTC" (REES46): zone after a space
+        F.try_to_timestamp(text, F.lit("yyyy-MM-dd HH:mm:ss VV")),
+        F.try_to_timestamp(text, F.lit("yyyy-MM-dd HH:mm:ss z")),
+    )
+    return F.when(is_number, from_number).otherwise(from_text)
+
+
+def _first_failure(checks: list[tuple[str, Column, Column]]) -> tuple[Column, Column]:
+    """Reason and detail of the first failing check (order = priority)."""
+    reason = F.lit(None).cast("string")
+    detail = F.lit(None).cast("string")
+    for name, failed, what in reversed(checks):
+        reason = F.when(failed, F.lit(name)).otherwise(reason)
+        detail = F.when(failed, what).otherwise(detail)
+    return reason, detail
+
+
+def _oversize(fields: list[str], limit: int) -> tuple[Column, Column]:
+    sizes = [F.coalesce(F.octet_length(F.col(f)), F.lit(0)) for f in fields]
+    biggest = F.greatest(*sizes) if len(sizes) > 1 else sizes[0]
+    which = F.lit(None).cast("string")
+    for f, s in zip(reversed(fields), reversed(sizes)):
+        which = F.when(s > limit, F.lit(f)).otherwise(which)
+    return biggest > limit, F.concat(F.lit("field "), which, F.lit(" has "),
+                                     biggest.cast("string"), F.lit(f" bytes > {limit}"))
+
+
+def _common_checks(df_fields: list[str], limits: Limits) -> list[tuple[str, Column, Column]]:
+    over, over_detail = _oversize(df_fields, limits.max_field_bytes)
+    return [
+        ("malformed_record", F.col("_malformed"), F.lit("record could not be parsed")),
+        ("bad_encoding", F.col("_raw").contains(REPLACEMENT_CHAR),
+         F.lit("record is not valid UTF-8")),
+        ("oversize_field", over, over_detail),
+    ]
+
+
+def _ts_checks(limits: Limits, required: bool) -> list[tuple[str, Column, Column]]:
+    ts_text, ts = F.col("timestamp"), F.col("_ts")
+    checks = []
+    if required:
+        checks.append(("missing_timestamp", ts_text.isNull(), F.lit("no timestamp")))
+    checks += [
+        ("bad_timestamp", ts_text.isNotNull() & ts.isNull(),
+         F.concat(F.lit("unparseable timestamp: "), F.substring(ts_text, 1, 80))),
+        ("timestamp_too_old", ts < F.lit(limits.min_ts),
+         F.concat(F.lit(f"before {limits.min_ts.isoformat()}: "), ts.cast("string"))),
+        ("timestamp_in_future", ts > F.lit(limits.max_ts),
+         F.concat(F.lit(f"after {limits.max_ts.isoformat()}: "), ts.cast("string"))),
+    ]
+    return checks
+
+
+def _local_date(ts: Column, tz: str) -> Column:
+    return F.to_date(F.from_utc_timestamp(ts, tz))
+
+
+def _content_hash(fields: list[str]) -> Column:
+    parts = [F.coalesce(F.col(f).cast("string"), F.lit("\u0000")) for f in fields]
+    extras = F.coalesce(F.to_json(F.col("extras")), F.lit(""))
+    return F.sha2(F.concat_ws("\u001f", *parts, extras), 256)
+
+
+def validate_events(limits: Limits) -> Callable[[DataFrame], DataFrame]:
+    """Type and check canonical event strings; see module doc."""
+    fields = schemas.RAW_EVENT_FIELDS
+
+    def transform(df: DataFrame) -> DataFrame:
+        et = F.lower(F.trim(F.col("event_type")))
+        typed = df.select(
+            "*",
+            parse_timestamp(F.col("timestamp")).alias("_ts"),
+            F.col("price").try_cast("double").alias("_price"),
+            F.col("quantity").try_cast("int").alias("_qty"),
+            et.alias("_et"),
+        )
+        known = F.col("_et").isin(*schemas.EVENT_TYPES)
+        checks = _common_checks(fields, limits) + [
+            ("missing_user_id", F.col("user_id").isNull(), F.lit("no user id")),
+            ("missing_event_type", F.col("event_type").isNull(), F.lit("no event type")),
+            ("unknown_event_type", ~known,
+             F.concat(F.lit("event type not known: "), F.substring(F.col("event_type"), 1, 80))),
+        ] + _ts_checks(limits, required=True) + [
+            ("missing_item_id", F.col("item_id").isNull() & (F.col("_et") != "search"),
+             F.lit("no item id on a non-search event")),
+            ("bad_price_type", F.col("price").isNotNull() & F.col("_price").isNull(),
+             F.concat(F.lit("price is not a number: "), F.substring(F.col("price"), 1, 80))),
+            ("negative_price", F.col("_price") < 0,
+             F.concat(F.lit("price < 0: "), F.col("price"))),
+            ("absurd_price", (F.col("_price") > limits.max_price) | F.isnan(F.col("_price")),
+             F.concat(F.lit(f"price > {limits.max_price:g} or NaN: "), F.col("price"))),
+            ("bad_quantity_type", F.col("quantity").isNotNull() & F.col("_qty").isNull(),
+             F.concat(F.lit("quantity is not an integer: "), F.substring(F.col("quantity"), 1, 80))),
+            ("bad_quantity", (F.col("_qty") <= 0) | (F.col("_qty") > limits.max_quantity),
+             F.concat(F.lit(f"quantity outside 1..{limits.max_quantity}: "), F.col("quantity"))),
+        ]
+        reason, detail = _first_failure(checks)
+        out = typed.select(
+            F.col("event_id"), F.trim(F.col("user_id")).alias("user_id"), F.col("session_id"),
+            F.col("_et").alias("event_type"), F.col("item_id"), F.col("category"), F.col("brand"),
+            F.col("_price").alias("price"), F.col("_qty").alias("quantity"),
+            F.col("search_query"), F.col("_ts").alias("event_ts"), F.col("extras"),
+            F.col("source_file"), F.col("_raw"), reason.alias("_reason"), detail.alias("_detail"),
+        )
+        hashed = out.withColumn("record_hash", _content_hash(
+            ["user_id", "session_id", "event_type", "item_id", "category", "brand", "price",
+             "quantity", "search_query", "event_ts"]))
+        return hashed.select(
+            "*",
+            F.coalesce(F.col("event_id"), F.concat(F.lit("h-"), F.substring("record_hash", 1, 32)))
+            .alias("_key"),
+            _local_date(F.col("event_ts"), limits.timezone).alias("event_date"),
+        ).drop("event_id").withColumnRenamed("_key", "event_id")
+
+    return transform
+
+
+def validate_reviews(limits: Limits) -> Callable[[DataFrame], DataFrame]:
+    """Type and check canonical review strings; see module doc."""
+    fields = schemas.RAW_REVIEW_FIELDS
+
+    def transform(df: DataFrame) -> DataFrame:
+        typed = df.select(
+            "*",
+            parse_timestamp(F.col("timestamp")).alias("_ts"),
+            F.trim(F.col("rating")).try_cast("double").alias("_rating_d"),
+            F.trim(F.col("label")).try_cast("int").alias("_label"),
+        )
+        rating_ok_type = F.col("_rating_d").isNotNull() & (F.col("_rating_d") == F.floor("_rating_d"))
+        checks = _common_checks(fields, limits) + [
+            ("bad_rating_type", F.col("rating").isNotNull() & ~rating_ok_type,
+             F.concat(F.lit("rating is not an integer: "), F.substring(F.col("rating"), 1, 80))),
+            ("rating_out_of_range", (F.col("_rating_d") < 1) | (F.col("_rating_d") > 5),
+             F.concat(F.lit("rating outside 1-5: "), F.col("rating"))),
+            ("bad_label", F.col("label").isNotNull() & ~F.coalesce(F.col("_label").isin(0, 1), F.lit(False)),
+             F.concat(F.lit("label not 0/1: "), F.substring(F.col("label"), 1, 80))),
+            ("missing_rating", F.col("rating").isNull() & F.col("label").isNull(),
+             F.lit("neither rating nor label")),
+        ] + _ts_checks(limits, required=False)
+        reason, detail = _first_failure(checks)
+        out = typed.select(
+            F.col("review_id"), F.trim(F.col("user_id")).alias("user_id"), F.col("item_id"),
+            F.col("category"), F.col("_rating_d").cast("int").alias("rating"),
+            F.col("_label").alias("label"), F.col("title"), F.col("text"),
+            F.lower(F.trim(F.col("language"))).alias("language"), F.col("_ts").alias("review_ts"),
+            F.col("extras"), F.col("source_file"), F.col("_raw"),
+            reason.alias("_reason"), detail.alias("_detail"),
+        )
+        hashed = out.withColumn("record_hash", _content_hash(
+            ["user_id", "item_id", "category", "rating", "label", "title", "text", "language",
+             "review_ts"]))
+        return hashed.select(
+            "*",
+            F.coalesce(F.col("review_id"), F.concat(F.lit("h-"), F.substring("record_hash", 1, 32)))
+            .alias("_key"),
+            _local_date(F.col("review_ts"), limits.timezone).alias("review_date"),
+        ).drop("review_id").withColumnRenamed("_key", "review_id")
+
+    return transform

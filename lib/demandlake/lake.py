@@ -1,0 +1,322 @@
+"""Table registry and the only code that writes tables.
+
+Every table's name, location, schema, partitioning, comment and CHECK constraints live in
+``TABLES``; stages look tables up by name (``bronze.events``) and never build paths themselves.
+Writes are idempotent: ``overwrite_where`` replaces exactly the rows a run owns (Delta
+``replaceWhere``), ``merge_insert`` adds rows whose key is not there yet (Delta MERGE).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.utils import AnalysisException
+
+from demandlake import schemas
+from demandlake.config import Config
+
+log = logging.getLogger(__name__)
+
+LAYERS = ("bronze", "silver", "gold", "ops")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table: everything a reader, writer or analyst needs to know about it."""
+
+    name: str
+    schema: T.StructType
+    partition_by: tuple[str, ...] = ()
+    comment: str = ""
+    constraints: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def layer(self) -> str:
+        return self.name.split(".")[0]
+
+    @property
+    def short(self) -> str:
+        return self.name.split(".")[1]
+
+    def location(self, cfg: Config) -> str:
+        return f"{cfg.lake_uri.rstrip('/')}/{self.layer}/{self.short}"
+
+
+TABLES: dict[str, TableSpec] = {}
+
+
+def register(spec: TableSpec) -> TableSpec:
+    """Add a table to the registry (modules defining stage outputs call this at import)."""
+    if spec.layer not in LAYERS:
+        raise ValueError(f"unknown layer in {spec.name}")
+    TABLES[spec.name] = spec
+    return spec
+
+
+register(TableSpec(
+    "bronze.events", schemas.BRONZE_EVENTS, ("event_date",),
+    "Typed, validated, deduplicated behaviour events from every source",
+    {"price_non_negative": "price IS NULL OR price >= 0",
+     "known_event_type": "event_type IN ('view','cart','remove_from_cart','purchase','search','fav')"},
+))
+register(TableSpec(
+    "bronze.reviews", schemas.BRONZE_REVIEWS, ("review_date",),
+    "Typed, validated, deduplicated product reviews",
+    {"rating_1_to_5": "rating IS NULL OR rating BETWEEN 1 AND 5",
+     "label_binary": "label IS NULL OR label IN (0, 1)"},
+))
+register(TableSpec(
+    "bronze.quarantine", schemas.QUARANTINE, ("ingest_date",),
+    "Records that failed parsing or validation, with the raw text and the reason",
+))
+register(TableSpec(
+    "ops.runs", schemas.RUNS, (),
+    "One row per stage execution: status, duration and counts",
+))
+
+
+def spec(name: str) -> TableSpec:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"unknown table {name!r}; known: {sorted(TABLES)}") from None
+
+
+def _quote(name: str) -> str:
+    return ".".join(f"`{p}`" for p in name.split("."))
+
+
+def ensure_table(spark: SparkSession, cfg: Config, name: str) -> TableSpec:
+    """Create the Delta table (and its schema/database) if missing and register it by name."""
+    s = spec(name)
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS `{s.layer}`")
+    builder = (
+        DeltaTable.createIfNotExists(spark)
+        .tableName(s.name)
+        .addColumns(s.schema)
+        .location(s.location(cfg))
+    )
+    if s.partition_by:
+        builder = builder.partitionedBy(*s.partition_by)
+    if s.comment:
+        builder = builder.comment(s.comment)
+    builder.execute()
+    if s.constraints:
+        existing = {
+            k.split(".", 2)[-1].lower()
+            for k, _ in DeltaTable.forName(spark, s.name).detail().select("properties")
+            .first()[0].items() if k.startswith("delta.constraints.")
+        }
+        for cname, expr in s.constraints.items():
+            if cname.lower() not in existing:
+                spark.sql(f"ALTER TABLE {_quote(s.name)} ADD CONSTRAINT {cname} CHECK ({expr})")
+    return s
+
+
+def ensure_all(spark: SparkSession, cfg: Config, names: Iterable[str] | None = None) -> None:
+    """Register every known table (cheap when they exist): makes `spark-sql` see them all."""
+    for name in names or list(TABLES):
+        ensure_table(spark, cfg, name)
+
+
+def read(spark: SparkSession, cfg: Config, name: str) -> DataFrame:
+    """Read a table by name (creating it empty when it was never written)."""
+    s = ensure_table(spark, cfg, name)
+    return spark.read.format("delta").load(s.location(cfg))
+
+
+def table_version(spark: SparkSession, cfg: Config, name: str) -> int:
+    s = ensure_table(spark, cfg, name)
+    return int(DeltaTable.forPath(spark, s.location(cfg)).history(1).first()["version"])
+
+
+def _conform(df: DataFrame, s: TableSpec) -> DataFrame:
+    """Select the table's columns in order with its types; a missing column is a bug, not a null."""
+    missing = [f.name for f in s.schema.fields if f.name not in df.columns]
+    if missing:
+        raise ValueError(f"{s.name}: output lacks columns {missing}")
+    return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in s.schema.fields])
+
+
+def _with_retry(action, what: str, attempts: int = 5):
+    """Retry a Delta commit that lost an optimistic-concurrency race (the losing run re-reads)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as exc:  # delta raises several concurrent-modification classes
+            name = type(exc).__name__ + str(exc)[:200]
+            if "Concurrent" not in name or attempt == attempts:
+                raise
+            log.warning("%s: concurrent commit, retrying (%d/%d)", what, attempt, attempts)
+            time.sleep(0.5 * attempt)
+
+
+def overwrite_where(spark: SparkSession, cfg: Config, name: str, df: DataFrame,
+                    condition: str) -> None:
+    """Atomically replace exactly the rows matching ``condition`` with ``df``.
+
+    Args:
+        condition: SQL predicate built by the caller from validated values (dates, run ids),
+            never from user text. Every row of ``df`` must satisfy it (Delta checks this).
+    """
+    s = ensure_table(spark, cfg, name)
+    out = _conform(df, s)
+    _with_retry(lambda: (
+        out.write.format("delta").mode("overwrite").option("replaceWhere", condition)
+        .save(s.location(cfg))
+    ), f"overwrite {name}")
+
+
+def overwrite_all(spark: SparkSession, cfg: Config, name: str, df: DataFrame) -> None:
+    """Replace the whole table (for small derived tables recomputed from scratch)."""
+    s = ensure_table(spark, cfg, name)
+    out = _conform(df, s)
+    _with_retry(lambda: out.write.format("delta").mode("overwrite").save(s.location(cfg)),
+                f"overwrite {name}")
+
+
+def merge_insert(spark: SparkSession, cfg: Config, name: str, df: DataFrame,
+                 keys: Iterable[str], prune: str | None = None) -> dict[str, int]:
+    """Insert the rows of ``df`` whose key is not in the table yet (idempotent append).
+
+    Args:
+        keys: columns that identify a row.
+        prune: optional extra predicate on the target (``t.``-prefixed) to limit the files read.
+
+    Returns:
+        The MERGE's own counts (``num_inserted_rows``, ...), taken from this commit.
+    """
+    s = ensure_table(spark, cfg, name)
+    out = _conform(df, s)
+    cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    if prune:
+        cond = f"({prune}) AND {cond}"
+    result = _with_retry(lambda: (
+        DeltaTable.forPath(spark, s.location(cfg)).alias("t")
+        .merge(out.alias("s"), cond).whenNotMatchedInsertAll().execute()
+    ), f"merge {name}")
+    row = result.first() if result is not None else None
+    return {k: int(v) for k, v in row.asDict().items()} if row is not None else {}
+
+
+def merge_upsert(spark: SparkSession, cfg: Config, name: str, df: DataFrame,
+                 keys: Iterable[str], prune: str | None = None,
+                 delete_unmatched: str | None = None) -> None:
+    """Update matching rows, insert new ones, optionally delete target rows under
+    ``delete_unmatched`` (a ``t.`` predicate) that the source no longer has."""
+    s = ensure_table(spark, cfg, name)
+    out = _conform(df, s)
+    cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    if prune:
+        cond = f"({prune}) AND {cond}"
+
+    def action():
+        m = (DeltaTable.forPath(spark, s.location(cfg)).alias("t").merge(out.alias("s"), cond)
+             .whenMatchedUpdateAll().whenNotMatchedInsertAll())
+        if delete_unmatched:
+            m = m.whenNotMatchedBySourceDelete(condition=delete_unmatched)
+        m.execute()
+
+    _with_retry(action, f"upsert {name}")
+
+
+def table_exists(spark: SparkSession, cfg: Config, name: str) -> bool:
+    try:
+        return DeltaTable.isDeltaTable(spark, spec(name).location(cfg))
+    except AnalysisException:
+        return False
+
+
+# ---- silver / gold tables of sessions.py and features/ (built in pipeline_transform.py) ---------
+register(TableSpec(
+    "silver.sessions", schemas.SILVER_SESSIONS, ("session_date",),
+    "One row per user session (events split by an inactivity gap of sessions.gap_minutes)",
+    {"session_counts_add_up": "n_events = n_views + n_carts + n_remove_from_cart + n_purchases "
+                              "+ n_searches + n_favs",
+     "session_times_ordered": "session_end >= session_start AND duration_s >= 0",
+     "converted_iff_purchase": "converted = (n_purchases > 0)",
+     "session_revenue_non_negative": "revenue IS NULL OR revenue >= 0"},
+))
+register(TableSpec(
+    "gold.user_features", schemas.GOLD_USER_FEATURES, ("snapshot_date",),
+    "Point-in-time user features: one row per user active up to snapshot_date",
+    {"conversion_rate_in_0_1": "conversion_rate IS NULL OR conversion_rate BETWEEN 0 AND 1",
+     "cart_abandonment_rate_in_0_1":
+         "cart_abandonment_rate IS NULL OR cart_abandonment_rate BETWEEN 0 AND 1",
+     "price_sensitivity_in_0_1": "price_sensitivity IS NULL OR price_sensitivity BETWEEN 0 AND 1",
+     "recency_ordered": "days_since_last_event >= 0 AND days_since_first_seen >= days_since_last_event"
+                        " AND (days_since_last_purchase IS NULL"
+                        " OR days_since_last_purchase >= days_since_last_event)",
+     "review_count_non_negative": "review_count IS NULL OR review_count >= 0",
+     "hour_and_weekday_counts": "size(active_hours) = 24 AND size(active_weekdays) = 7"},
+))
+register(TableSpec(
+    "gold.vocabularies", schemas.GOLD_VOCABULARIES, (),
+    "Token -> id maps of the sequence model, built from the training window only",
+    {"known_vocab": "vocab IN ('item', 'category', 'event_type')",
+     "ids_and_counts_non_negative": "id >= 0 AND count >= 0"},
+))
+register(TableSpec(
+    "gold.sequence_examples", schemas.GOLD_SEQUENCE_EXAMPLES, ("cutoff_date",),
+    "Padded event sequences before a cutoff, with labels from after it (train/validation/test/score)",
+    {"known_split": "split IN ('train', 'validation', 'test', 'score')",
+     "sequences_aligned": "size(item_ids) = size(category_ids) AND size(item_ids) = size(event_type_ids)"
+                          " AND size(item_ids) = size(time_gaps) AND size(item_ids) = size(price_buckets)",
+     "seq_len_in_range": "seq_len BETWEEN 1 AND size(item_ids)",
+     "label_purchase_binary": "label_purchase IS NULL OR label_purchase IN (0, 1)",
+     "labels_iff_not_score": "(split = 'score') = (label_purchase IS NULL)"},
+))
+register(TableSpec(
+    "gold.review_corpus", schemas.GOLD_REVIEW_CORPUS, (),
+    "Normalized review texts with binary labels and a deterministic split, for the sentiment model",
+    {"corpus_label_binary": "label IS NULL OR label IN (0, 1)",
+     "corpus_known_split": "split IN ('train', 'validation', 'test')",
+     "corpus_text_not_empty": "n_chars > 0"},
+))
+
+
+def merge_changes(spark: SparkSession, cfg: Config, name: str, upserts: DataFrame,
+                  deletes: DataFrame, keys: Iterable[str], prune: str | None = None) -> dict[str, int]:
+    """One atomic MERGE that upserts ``upserts`` and deletes the target rows keyed in ``deletes``.
+
+    For partial recomputations whose old rows may vanish (a late event merges two sessions):
+    ``merge_upsert``'s ``delete_unmatched`` takes a predicate on the target only, which cannot say
+    "rows of these users"; here the caller names the rows to drop by key instead.
+
+    Args:
+        upserts: rows in the table's shape.
+        deletes: the key columns of target rows to remove; keys also in ``upserts`` are upserted.
+        keys: columns that identify a row (non-null).
+        prune: optional extra predicate on the target (``t.``-prefixed) to limit the files read.
+
+    Returns:
+        The MERGE's own counts (``num_inserted_rows``, ``num_deleted_rows``, ...).
+    """
+    s = ensure_table(spark, cfg, name)
+    keys = list(keys)
+    op = "_merge_op"
+    up = _conform(upserts, s).withColumn(op, F.lit("upsert"))
+    gone = (deletes.select(*[F.col(k).cast(s.schema[k].dataType).alias(k) for k in keys])
+            .join(up.select(*keys), on=keys, how="left_anti"))
+    gone = gone.select(*[F.col(f.name) if f.name in keys else F.lit(None).cast(f.dataType).alias(f.name)
+                         for f in s.schema.fields], F.lit("delete").alias(op))
+    source = up.unionByName(gone)
+    cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    if prune:
+        cond = f"({prune}) AND {cond}"
+    assign = {f"`{f.name}`": f"s.`{f.name}`" for f in s.schema.fields}
+    result = _with_retry(lambda: (
+        DeltaTable.forPath(spark, s.location(cfg)).alias("t").merge(source.alias("s"), cond)
+        .whenMatchedDelete(condition=f"s.{op} = 'delete'")
+        .whenMatchedUpdate(condition=f"s.{op} = 'upsert'", set=assign)
+        .whenNotMatchedInsert(condition=f"s.{op} = 'upsert'", values=assign)
+        .execute()
+    ), f"merge changes {name}")
+    row = result.first() if result is not None else None
+    return {k: int(v) for k, v in row.asDict().items()} if row is not None else {}

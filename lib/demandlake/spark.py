@@ -1,0 +1,172 @@
+"""The one SparkSession factory: Delta Lake, catalog, Arrow, local defaults, overridable.
+
+Precedence for Spark settings, highest first: ``spark-submit --conf`` (or a session already
+running), then ``spark.conf`` from the resolved YAML config, then the built-in Delta/catalog
+settings below. Under spark-submit the master is never set here.
+
+``python -m demandlake.spark --fetch-jars`` resolves the Delta jars once (through Spark's own Ivy)
+into ``$DEMANDLAKE_CACHE/jars/delta-<version>``; later sessions pass those files as ``spark.jars``
+so that no network is needed.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import importlib.metadata
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from pyspark import SparkConf
+from pyspark.sql import SparkSession
+
+from demandlake.config import Config, load_config, local_path
+
+log = logging.getLogger(__name__)
+
+DELTA_VERSION = importlib.metadata.version("delta-spark")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DEMANDLAKE_CACHE", Path.home() / ".cache" / "demandlake"))
+
+
+def delta_jars_dir() -> Path:
+    return cache_dir() / "jars" / f"delta-{DELTA_VERSION}"
+
+
+def cached_delta_jars() -> list[str]:
+    """Paths of the pre-fetched Delta jars, or [] when not fetched yet."""
+    d = delta_jars_dir()
+    if not (d / ".complete").exists():
+        return []
+    return sorted(glob.glob(str(d / "*.jar")))
+
+
+def delta_packages() -> list[str]:
+    """The Maven coordinates delta-spark's pip helper would add (kept in sync with the wheel)."""
+    from delta import configure_spark_with_delta_pip
+
+    # A fresh Builder starts nothing; we only read the coordinates the helper sets on it.
+    builder = configure_spark_with_delta_pip(SparkSession.Builder())
+    return builder._options["spark.jars.packages"].split(",")
+
+
+def _submitted_conf() -> dict[str, str]:
+    """Settings already fixed by spark-submit (empty when run as a plain Python process)."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ and SparkSession.getActiveSession() is None:
+        return {}
+    return dict(SparkConf().getAll())
+
+
+def session_conf(cfg: Config) -> dict[str, str]:
+    """All Spark settings this project wants for ``cfg`` (before spark-submit precedence)."""
+    conf: dict[str, str] = {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+    }
+    lake_local = local_path(cfg.lake_uri)
+    catalog = cfg.get("lake.catalog", "hive")
+    if lake_local is not None:
+        conf["spark.sql.warehouse.dir"] = str(lake_local / "_warehouse")
+    if catalog == "hive":
+        conf["spark.sql.catalogImplementation"] = "hive"
+        if lake_local is not None:
+            # Embedded Derby metastore beside the lake: table names persist across sessions.
+            metastore = lake_local / "_catalog" / "metastore_db"
+            conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
+                f"jdbc:derby:;databaseName={metastore};create=true"
+            )
+            conf["spark.driver.extraJavaOptions"] = (
+                f"-Dderby.system.home={lake_local / '_catalog'} -Dderby.stream.error.file=/dev/null"
+            )
+    else:
+        conf["spark.sql.catalogImplementation"] = "in-memory"
+    for key, value in (cfg.get("spark.conf") or {}).items():
+        conf[str(key)] = str(value)
+    jars = cached_delta_jars()
+    if jars:
+        conf["spark.jars"] = ",".join(jars)
+    else:
+        conf["spark.jars.packages"] = ",".join(delta_packages())
+        conf["spark.jars.ivy"] = str(cache_dir() / "ivy")
+    return conf
+
+
+def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
+    """Build (or return the running) SparkSession for ``cfg``.
+
+    Args:
+        cfg: resolved configuration.
+        app_name: overrides ``spark.app_name``.
+
+    Returns:
+        A session with Delta, the catalog and the project's schemas (bronze, silver, gold, ops).
+    """
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    submitted = _submitted_conf()
+    builder = SparkSession.builder.appName(app_name or cfg.get("spark.app_name", "demandlake"))
+    if not submitted and "spark.master" not in submitted:
+        builder = builder.master(cfg.get("spark.master", "local[*]"))
+    for key, value in session_conf(cfg).items():
+        if key in submitted:
+            continue
+        if key == "spark.sql.catalogImplementation" and value == "hive":
+            builder = builder.enableHiveSupport()
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("DEMANDLAKE_SPARK_LOG_LEVEL", "WARN"))
+    return spark
+
+
+def fetch_jars() -> list[str]:
+    """Resolve the Delta jars through Spark's Ivy once and copy them into the cache."""
+    existing = cached_delta_jars()
+    if existing:
+        log.info("Delta jars already cached in %s", delta_jars_dir())
+        return existing
+    ivy = cache_dir() / "ivy"
+    spark = (
+        SparkSession.builder.master("local[1]")
+        .appName("demandlake-fetch-jars")
+        .config("spark.jars.packages", ",".join(delta_packages()))
+        .config("spark.jars.ivy", str(ivy))
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    spark.stop()
+    target = delta_jars_dir()
+    tmp = target.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    # Everything Ivy resolved, exactly what spark.jars.packages would have put on the classpath.
+    jars = glob.glob(str(ivy / "jars" / "*.jar"))
+    if not any("delta-spark" in os.path.basename(j) for j in jars):
+        raise RuntimeError(f"Delta jars not resolved into {ivy / 'jars'}: {jars}")
+    for jar in jars:
+        shutil.copy2(jar, tmp)
+    (tmp / ".complete").write_text("\n".join(delta_packages()) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    log.info("cached Delta jars in %s", target)
+    return cached_delta_jars()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Spark/Delta session utilities.")
+    parser.add_argument("--fetch-jars", action="store_true", help="cache the Delta jars (once)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.fetch_jars:
+        for jar in fetch_jars():
+            print(jar)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Bootstrap used by both README commands (make nightly, make test).
+#
+# Creates (or reuses) the virtual environment OUTSIDE the clone, keyed by the pinned requirements,
+# installs the package into it, builds Horovod once (cached wheel keyed by Horovod + TF + Python
+# versions) and pre-fetches the Delta Lake jars so later runs work offline.
+# Prints the venv path on its last line of stdout.
+#
+# Environment:
+#   DEMANDLAKE_CACHE   cache root (default ~/.cache/demandlake): venvs, wheels, jars
+#   DEMANDLAKE_VENV    use this venv instead of the keyed one
+#   DEMANDLAKE_SKIP_HOROVOD=1  do not build/install Horovod (training tests then skip)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${DEMANDLAKE_CACHE:-$HOME/.cache/demandlake}"
+PY="${PYTHON:-python3}"
+HOROVOD_VERSION="0.28.1"
+mkdir -p "$CACHE"
+
+log() { echo "[bootstrap] $*" >&2; }
+
+pyver=$("$PY" -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')
+req_hash=$(cat "$ROOT/requirements.txt" | sha256sum | cut -c1-12)
+VENV="${DEMANDLAKE_VENV:-$CACHE/venv-$pyver-$req_hash}"
+
+# Serialize concurrent bootstraps (e.g. two shells, or CI beside a developer) on one cache.
+exec 9>"$CACHE/.bootstrap.lock"
+flock 9
+
+if [ ! -f "$VENV/.demandlake-ok" ]; then
+  log "creating virtual environment $VENV (first run: a few minutes)"
+  rm -rf "$VENV"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade "pip>=24" wheel setuptools >&2
+  "$VENV/bin/pip" install -q -r "$ROOT/requirements.txt" >&2
+  touch "$VENV/.demandlake-ok"
+else
+  log "reusing virtual environment $VENV"
+fi
+
+# The package itself: editable, so the clone being run is the code being run (cheap, every time).
+"$VENV/bin/pip" install -q --no-deps --no-build-isolation -e "$ROOT" >&2
+
+# Horovod: no wheels on PyPI, so build from source once and cache the wheel.
+if [ "${DEMANDLAKE_SKIP_HOROVOD:-0}" != "1" ]; then
+  if ! "$VENV/bin/python" -c "import horovod.tensorflow" 2>/dev/null; then
+    tfv=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("tensorflow-cpu"))')
+    WHEELS="$CACHE/wheels/horovod-$HOROVOD_VERSION-tf$tfv-$pyver"
+    if ! ls "$WHEELS"/horovod-*.whl >/dev/null 2>&1; then
+      log "building Horovod $HOROVOD_VERSION against TF $tfv (once, ~3 minutes) into $WHEELS"
+      mkdir -p "$WHEELS.tmp"
+      # Traps (docs/STACK.md): without --no-build-isolation TF is invisible to the build;
+      # a pip cmake 4.x rejects the bundled gloo unless CMAKE_POLICY_VERSION_MINIMUM is set.
+      HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
+      HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 HOROVOD_CPU_OPERATIONS=GLOO \
+      CMAKE_POLICY_VERSION_MINIMUM=3.5 MAKEFLAGS="-j$(nproc)" \
+        "$VENV/bin/pip" wheel --no-deps --no-build-isolation --no-cache-dir \
+          "horovod==$HOROVOD_VERSION" -w "$WHEELS.tmp" >&2
+      rm -rf "$WHEELS" && mv "$WHEELS.tmp" "$WHEELS"
+    fi
+    "$VENV/bin/pip" install -q --no-deps "$WHEELS"/horovod-*.whl >&2
+    # horovod's runtime deps (not its [spark] extra: that pins pyarrow<11)
+    "$VENV/bin/pip" install -q cloudpickle psutil pyyaml packaging cffi >&2
+  fi
+fi
+
+# Delta jars: resolve once through Spark's Ivy into the cache; afterwards the session factory
+# passes the cached files as spark.jars, so no network is needed.
+"$VENV/bin/python" -m demandlake.spark --fetch-jars >&2
+
+echo "$VENV"

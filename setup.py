@@ -1,0 +1,35 @@
+"""demandlake: mine e-commerce users' latent demand from their logs, at cluster scale."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def _requirements() -> list[str]:
+    lines = (HERE / "requirements.txt").read_text().splitlines()
+    reqs = [ln.split("#")[0].strip() for ln in lines]
+    test_only = {"pytest", "chispa", "duckdb"}
+    return [r for r in reqs if r and not any(r.startswith(t) for t in test_only)]
+
+
+setup(
+    name="demandlake",
+    version="0.1.0",
+    description="Latent-demand mining on Spark + Delta Lake, Horovod-trained Keras models, MLflow",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    package_dir={"": "lib"},
+    packages=find_packages("lib"),
+    package_data={"demandlake": ["conf/*.yaml", "sql/*.sql"]},
+    include_package_data=True,
+    install_requires=_requirements(),
+    extras_require={
+        "test": ["pytest>=8", "chispa==0.12.0"],
+        "dev": ["pytest>=8", "chispa==0.12.0", "duckdb>=1.1"],
+        # Horovod is built from source by scripts/bootstrap.sh (no wheels on PyPI); see docs/STACK.md.
+        "horovod": ["horovod==0.28.1"],
+    },
+    entry_points={"console_scripts": ["demandlake=demandlake.cli:main"]},
+)
