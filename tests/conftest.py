@@ -30,6 +30,7 @@ def spark(tmp_path_factory):
         "spark.conf.spark.default.parallelism=2",
         "spark.conf.spark.driver.memory=2g",
         "spark.conf.spark.sql.adaptive.enabled=false",
+        "spark.conf.spark.databricks.delta.snapshotPartitions=1",
         f"spark.conf.spark.sql.warehouse.dir={base / 'warehouse'}",
     ])
     session = get_spark(cfg, app_name="demandlake-tests")

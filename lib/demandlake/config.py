@@ -86,6 +86,9 @@ class Config:
         for path, value in overrides.items():
             node = data
             parts = path.split(".")
+            if path.startswith("spark.conf.") and len(parts) > 3:
+                # Spark setting names contain dots: spark.conf.<whole name>.
+                parts = ["spark", "conf", path[len("spark.conf."):]]
             for part in parts[:-1]:
                 node = node.setdefault(part, {})
                 if not isinstance(node, dict):

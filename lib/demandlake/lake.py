@@ -92,9 +92,19 @@ def _quote(name: str) -> str:
     return ".".join(f"`{p}`" for p in name.split("."))
 
 
+_ENSURED: set[tuple[int, str, str]] = set()
+
+
 def ensure_table(spark: SparkSession, cfg: Config, name: str) -> TableSpec:
-    """Create the Delta table (and its schema/database) if missing and register it by name."""
+    """Create the Delta table (and its schema/database) if missing and register it by name.
+
+    Cheap after the first call per session and location (remembered in ``_ENSURED``); a catalog
+    reset (tests) is detected because the catalog then lacks the table.
+    """
     s = spec(name)
+    key = (id(spark), s.name, s.location(cfg))
+    if key in _ENSURED and spark.catalog.tableExists(s.name):
+        return s
     spark.sql(f"CREATE DATABASE IF NOT EXISTS `{s.layer}`")
     builder = (
         DeltaTable.createIfNotExists(spark)
@@ -116,6 +126,7 @@ def ensure_table(spark: SparkSession, cfg: Config, name: str) -> TableSpec:
         for cname, expr in s.constraints.items():
             if cname.lower() not in existing:
                 spark.sql(f"ALTER TABLE {_quote(s.name)} ADD CONSTRAINT {cname} CHECK ({expr})")
+    _ENSURED.add(key)
     return s
 
 
@@ -239,22 +250,21 @@ register(TableSpec(
     "One row per user session (events split by an inactivity gap of sessions.gap_minutes)",
     {"session_counts_add_up": "n_events = n_views + n_carts + n_remove_from_cart + n_purchases "
                               "+ n_searches + n_favs",
-     "session_times_ordered": "session_end >= session_start AND duration_s >= 0",
-     "converted_iff_purchase": "converted = (n_purchases > 0)",
-     "session_revenue_non_negative": "revenue IS NULL OR revenue >= 0"},
+     "session_facts_consistent": "session_end >= session_start AND duration_s >= 0"
+                                 " AND converted = (n_purchases > 0)"
+                                 " AND (revenue IS NULL OR revenue >= 0)"},
 ))
 register(TableSpec(
     "gold.user_features", schemas.GOLD_USER_FEATURES, ("snapshot_date",),
     "Point-in-time user features: one row per user active up to snapshot_date",
-    {"conversion_rate_in_0_1": "conversion_rate IS NULL OR conversion_rate BETWEEN 0 AND 1",
-     "cart_abandonment_rate_in_0_1":
-         "cart_abandonment_rate IS NULL OR cart_abandonment_rate BETWEEN 0 AND 1",
-     "price_sensitivity_in_0_1": "price_sensitivity IS NULL OR price_sensitivity BETWEEN 0 AND 1",
+    {"rates_in_0_1": "(conversion_rate IS NULL OR conversion_rate BETWEEN 0 AND 1)"
+                     " AND (cart_abandonment_rate IS NULL OR cart_abandonment_rate BETWEEN 0 AND 1)"
+                     " AND (price_sensitivity IS NULL OR price_sensitivity BETWEEN 0 AND 1)",
      "recency_ordered": "days_since_last_event >= 0 AND days_since_first_seen >= days_since_last_event"
                         " AND (days_since_last_purchase IS NULL"
                         " OR days_since_last_purchase >= days_since_last_event)",
-     "review_count_non_negative": "review_count IS NULL OR review_count >= 0",
-     "hour_and_weekday_counts": "size(active_hours) = 24 AND size(active_weekdays) = 7"},
+     "counts_well_formed": "(review_count IS NULL OR review_count >= 0)"
+                           " AND size(active_hours) = 24 AND size(active_weekdays) = 7"},
 ))
 register(TableSpec(
     "gold.vocabularies", schemas.GOLD_VOCABULARIES, (),
@@ -267,17 +277,16 @@ register(TableSpec(
     "Padded event sequences before a cutoff, with labels from after it (train/validation/test/score)",
     {"known_split": "split IN ('train', 'validation', 'test', 'score')",
      "sequences_aligned": "size(item_ids) = size(category_ids) AND size(item_ids) = size(event_type_ids)"
-                          " AND size(item_ids) = size(time_gaps) AND size(item_ids) = size(price_buckets)",
-     "seq_len_in_range": "seq_len BETWEEN 1 AND size(item_ids)",
-     "label_purchase_binary": "label_purchase IS NULL OR label_purchase IN (0, 1)",
-     "labels_iff_not_score": "(split = 'score') = (label_purchase IS NULL)"},
+                          " AND size(item_ids) = size(time_gaps) AND size(item_ids) = size(price_buckets)"
+                          " AND seq_len BETWEEN 1 AND size(item_ids)",
+     "labels_binary_unless_score": "(label_purchase IS NULL OR label_purchase IN (0, 1))"
+                                   " AND (split = 'score') = (label_purchase IS NULL)"},
 ))
 register(TableSpec(
     "gold.review_corpus", schemas.GOLD_REVIEW_CORPUS, (),
     "Normalized review texts with binary labels and a deterministic split, for the sentiment model",
-    {"corpus_label_binary": "label IS NULL OR label IN (0, 1)",
-     "corpus_known_split": "split IN ('train', 'validation', 'test')",
-     "corpus_text_not_empty": "n_chars > 0"},
+    {"corpus_values_valid": "(label IS NULL OR label IN (0, 1)) AND n_chars > 0"
+                            " AND split IN ('train', 'validation', 'test')"},
 ))
 
 
@@ -320,3 +329,44 @@ def merge_changes(spark: SparkSession, cfg: Config, name: str, upserts: DataFram
     ), f"merge changes {name}")
     row = result.first() if result is not None else None
     return {k: int(v) for k, v in row.asDict().items()} if row is not None else {}
+
+
+# ---- gold tables of scoring/ (written by pipeline_score.py; docs/SCORING.md) --------------------
+register(TableSpec(
+    "gold.demand_forecasts", schemas.GOLD_DEMAND_FORECASTS, ("run_date",),
+    "Nightly purchase forecast per active user: probability, likely categories, band, source",
+    {"forecast_probability_in_0_1": "purchase_probability BETWEEN 0 AND 1",
+     "forecast_known_band": "score_band IN ('high', 'medium', 'low')",
+     "forecast_source_matches_flag": "is_fallback = (source LIKE 'fallback:%')"},
+))
+register(TableSpec(
+    "gold.user_profiles", schemas.GOLD_USER_PROFILES, ("run_date",),
+    "Nightly profile per active user: segment, value tier, preferences, sentiment, churn risk",
+    {"profile_churn_risk_in_0_1": "churn_risk BETWEEN 0 AND 1",
+     "profile_probability_in_0_1": "purchase_probability BETWEEN 0 AND 1",
+     "profile_known_tier": "value_tier IN ('high', 'medium', 'low')",
+     "profile_seen_ordered": "first_seen <= last_seen AND last_seen <= run_date"},
+))
+register(TableSpec(
+    "gold.recommendations", schemas.GOLD_RECOMMENDATIONS, ("run_date",),
+    "Nightly top-K items per user (ALS on implicit feedback, category popularity fill-ins)",
+    {"recommendation_rank_positive": "rank >= 1",
+     "recommendation_known_source": "source IN ('als', 'category_popularity')"},
+))
+register(TableSpec(
+    "gold.review_sentiment", schemas.GOLD_REVIEW_SENTIMENT, (),
+    "Sentiment of every review by the serving sentiment model (one row per review)",
+    {"review_probability_in_0_1": "probability BETWEEN 0 AND 1",
+     "review_known_label": "label IN ('negative', 'neutral', 'positive')"},
+))
+register(TableSpec(
+    "gold.item_sentiment", schemas.GOLD_ITEM_SENTIMENT, (),
+    "Weekly review sentiment per item and per category, with the change in negative share",
+    {"item_sentiment_known_level": "level IN ('item', 'category')",
+     "item_sentiment_shares_in_0_1": "share_negative BETWEEN 0 AND 1 "
+                                     "AND mean_probability BETWEEN 0 AND 1"},
+))
+register(TableSpec(
+    "gold.complaint_terms", schemas.GOLD_COMPLAINT_TERMS, ("run_date",),
+    "Terms most characteristic of negative reviews per category (log-odds vs positive reviews)",
+))

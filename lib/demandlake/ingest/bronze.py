@@ -161,7 +161,8 @@ def ingest_source(spark: SparkSession, cfg: Config, fmt: str, path: str, run_dat
     """Ingest one input (file, folder or glob) of format ``fmt`` into bronze.
 
     Returns:
-        Counts: read, new, duplicates, quarantined, and the quarantine count per reason.
+        Counts: read, new, duplicates, quarantined, the quarantine count per reason, and
+        ``dates``: the partition dates that received new rows.
 
     Raises:
         ReconciliationError: when the counts do not add up.
@@ -190,7 +191,7 @@ def ingest_source(spark: SparkSession, cfg: Config, fmt: str, path: str, run_dat
             raise ReconciliationError(f"{path}: {counts} do not add up")
         if dry_run:
             log.info("dry run: %s %s -> %s (nothing written)", fmt, path, counts)
-            return {**counts, **{f"reason.{k}": v for k, v in reasons.items()}}
+            return {**counts, **{f"reason.{k}": v for k, v in reasons.items()}, "dates": []}
         new_rows = classified.where(F.col("_dest") == NEW).withColumn("source", F.lit(source_name or fmt))
         dates = [r[0] for r in new_rows.select(ks.date_col).distinct().collect()]
         merged = lake.merge_insert(spark, cfg, ks.table, new_rows, [ks.key],
@@ -209,5 +210,6 @@ def ingest_source(spark: SparkSession, cfg: Config, fmt: str, path: str, run_dat
     finally:
         classified.unpersist()
     log.info("ingested %s %s: %s", fmt, path, counts)
-    return {**counts, **{f"reason.{k}": v for k, v in reasons.items()}}
+    return {**counts, **{f"reason.{k}": v for k, v in reasons.items()},
+            "dates": [d for d in dates if d is not None]}
 

@@ -1,0 +1,13 @@
+"""spark-submit entry point: the features stage.
+
+    spark-submit --master local[*] jobs/features.py --run-date 2026-11-14 [--lake URI] [--conf-file F]
+
+On a cluster, ship the package with `--py-files dist/demandlake-*.whl` (or install it on the
+nodes) and pass the lake URI (s3a://, abfss://, hdfs://).
+"""
+import sys
+
+from demandlake.jobs import run_job
+
+if __name__ == "__main__":
+    sys.exit(run_job("features"))

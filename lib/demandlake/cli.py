@@ -1,0 +1,306 @@
+"""The ``demandlake`` command line: every stage, the nightly chain, backfills, SQL and status.
+
+Global flags (before the command): ``--lake URI``, ``--conf-file FILE`` (repeatable),
+``--set key.path=value`` (repeatable), ``--log-level``. Run ``demandlake COMMAND --help``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import re
+import sys
+import time
+from typing import Callable
+
+log = logging.getLogger("demandlake")
+
+_TABLE_NAME = re.compile(r"^(bronze|silver|gold|ops)\.[a-z_][a-z0-9_]*$")
+
+
+def iso_date(text: str) -> dt.date:
+    """argparse type: a calendar date ``YYYY-MM-DD`` (rejects anything else)."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def table_name(text: str) -> str:
+    """argparse type: a registered-looking table name ``layer.table``."""
+    if not _TABLE_NAME.match(text):
+        raise argparse.ArgumentTypeError(f"not a table name (layer.table): {text!r}")
+    return text
+
+
+def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
+    if end < start:
+        raise ValueError(f"end date {end} is before start date {start}")
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lake", help="lake URI (overrides lake.uri; default ./lake)")
+    p.add_argument("--conf-file", action="append", default=[], metavar="FILE",
+                   help="extra YAML config layered over conf/defaults.yaml (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override one config value, e.g. --set sessions.gap_minutes=20")
+    p.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
+
+
+def _dates(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--run-date", type=iso_date, required=required,
+                   help="logical date of the run, YYYY-MM-DD" + ("" if required else
+                                                                 " (default: yesterday, UTC)"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="demandlake",
+        description="Mine e-commerce users' latent demand from their logs (Spark + Delta Lake).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _common(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    g = sub.add_parser("generate", help="write seeded synthetic raw logs (events + reviews)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g.add_argument("--out", help="output folder (default: <lake>/raw)")
+    g.add_argument("--users", type=int, help="number of users (default: generator.users)")
+    g.add_argument("--days", type=int, help="number of days (default: generator.days)")
+    g.add_argument("--start-date", type=iso_date, help="first day (default: generator.start_date)")
+    g.add_argument("--seed", type=int, help="random seed (default: generator.seed)")
+    g.add_argument("--events", type=int, help="target number of events (sizes the users)")
+    g.add_argument("--workers", type=int, default=2, help="parallel worker processes")
+
+    i = sub.add_parser("ingest", help="raw logs -> bronze.events / bronze.reviews / quarantine",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _dates(i)
+    i.add_argument("--source", action="append", default=[], metavar="FORMAT=PATH",
+                   help="explicit input, e.g. taobao=/data/UserBehavior.csv (repeatable; "
+                        "default: ingest.sources of the config for the run date)")
+    i.add_argument("--timezone", help="time zone of the source's local dates (e.g. Asia/Shanghai)")
+    i.add_argument("--dry-run", action="store_true", help="validate and count, write nothing")
+
+    for name, helptext in [("sessions", "bronze.events -> silver.sessions (late events merged)"),
+                           ("features", "silver/bronze -> gold.user_features for the run date"),
+                           ("score", "score every active user into gold forecasts/profiles/recs")]:
+        sp = sub.add_parser(name, help=helptext, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        _dates(sp)
+        sp.add_argument("--start-date", type=iso_date, help="backfill from this date")
+        sp.add_argument("--end-date", type=iso_date, help="backfill to this date (inclusive)")
+        sp.add_argument("--dry-run", action="store_true", help="compute and count, write nothing")
+
+    t = sub.add_parser("train", help="build training data and train a model (Horovod + MLflow)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("model", choices=["sequence", "sentiment", "all"], help="which model")
+    _dates(t)
+
+    n = sub.add_parser("nightly", help="the whole chain for a date (generates sample data "
+                                       "when the lake is empty)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _dates(n)
+    n.add_argument("--no-train", action="store_true", help="never train, even without models")
+
+    b = sub.add_parser("backfill", help="run the nightly chain for a date range, in order, "
+                                        "skipping dates already done",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    b.add_argument("--start-date", type=iso_date, required=True, help="first date")
+    b.add_argument("--end-date", type=iso_date, required=True, help="last date (inclusive)")
+    b.add_argument("--force", action="store_true", help="rerun dates already done")
+
+    q = sub.add_parser("sql", help="run a SQL query on the lake's tables by name",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    q.add_argument("query", help='e.g. "SELECT * FROM gold.user_profiles LIMIT 10"')
+    q.add_argument("--limit", type=int, default=50, help="rows to print")
+
+    s = sub.add_parser("status", help="what ran, when, counts and model versions",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--limit", type=int, default=20, help="runs to show")
+
+    r = sub.add_parser("report", help="write a self-contained HTML run report",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _dates(r, required=True)
+    r.add_argument("--out", help="output file (default: <lake>/_reports/report-DATE.html)")
+
+    f = sub.add_parser("forget", help="remove a user from every table (privacy request)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    f.add_argument("--user-id", required=True, help="the user's id as the source knows it")
+    f.add_argument("--request-id", help="your ticket/reference for the ops log")
+    return parser
+
+
+def _resolve_run_date(args) -> dt.date:
+    d = getattr(args, "run_date", None)
+    return d or (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1))
+
+
+def _stage_dates(args) -> list[dt.date]:
+    if getattr(args, "start_date", None) or getattr(args, "end_date", None):
+        if not (args.start_date and args.end_date):
+            raise SystemExit("--start-date and --end-date go together")
+        return date_range(args.start_date, args.end_date)
+    return [_resolve_run_date(args)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("py4j", "mlflow", "alembic", "urllib3", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from demandlake.config import load_config
+
+    try:
+        cfg = load_config(args.conf_file, args.overrides, args.lake)
+    except (OSError, ValueError) as exc:
+        print(f"demandlake: configuration error: {exc}", file=sys.stderr)
+        return 2
+    log.info("config from %s; lake %s", cfg.sources, cfg.lake_uri)
+    log.debug("resolved config:\n%s", cfg.dumps())
+    handler = COMMANDS[args.command]
+    t0 = time.monotonic()
+    try:
+        rc = handler(cfg, args)
+    except KeyboardInterrupt:
+        print("demandlake: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the CLI's one place to turn failures into a message + exit code
+        log.debug("failure", exc_info=True)
+        print(f"demandlake {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    log.info("%s finished in %.1fs", args.command, time.monotonic() - t0)
+    return rc or 0
+
+
+def _spark(cfg):
+    from demandlake.spark import get_spark
+
+    return get_spark(cfg)
+
+
+# ---- commands ----------------------------------------------------------------------------------
+def cmd_generate(cfg, args) -> int:
+    from demandlake import synth
+
+    g = cfg.get("generator") or {}
+    out = args.out or cfg.raw_uri
+    summary = synth.generate(
+        out, users=args.users or g.get("users", 200), days=args.days or g.get("days", 14),
+        start_date=args.start_date or g.get("start_date", "2026-11-01"),
+        seed=args.seed if args.seed is not None else g.get("seed", 7),
+        events_target=args.events, workers=args.workers)
+    print(f"wrote {summary} to {out}")
+    return 0
+
+
+def cmd_ingest(cfg, args) -> int:
+    from demandlake.pipeline import Source, run_ingest
+
+    spark = _spark(cfg)
+    run_date = _resolve_run_date(args)
+    sources = None
+    if args.source:
+        sources = [Source.parse(s) for s in args.source]
+        if args.timezone:
+            sources = [Source(s.name, s.fmt, s.path, args.timezone) for s in sources]
+    totals = run_ingest(spark, cfg, run_date, sources, dry_run=args.dry_run)
+    print(f"ingest {run_date}: {totals}")
+    return 0
+
+
+def _per_date(stage: str) -> Callable:
+    def run(cfg, args) -> int:
+        from demandlake import pipeline
+
+        spark = _spark(cfg)
+        fn = pipeline.stage_functions()[stage]
+        dates = _stage_dates(args)
+        for i, d in enumerate(dates, 1):
+            log.info("[%s %d/%d] %s", stage, i, len(dates), d)
+            result = fn(spark, cfg, d, dry_run=args.dry_run)
+            print(f"{stage} {d}: {result}")
+        return 0
+
+    return run
+
+
+def cmd_train(cfg, args) -> int:
+    from demandlake import pipeline
+
+    spark = _spark(cfg)
+    models = ["sentiment", "sequence"] if args.model == "all" else [args.model]
+    for m in models:
+        result = pipeline.stage_functions()[f"train_{m}"](spark, cfg, _resolve_run_date(args))
+        print(f"train {m}: {result}")
+    return 0
+
+
+def cmd_nightly(cfg, args) -> int:
+    from demandlake import pipeline
+
+    spark = _spark(cfg)
+    summary = pipeline.nightly(spark, cfg, args.run_date, train=not args.no_train)
+    print(pipeline.describe_outputs(cfg, summary))
+    return 0
+
+
+def cmd_backfill(cfg, args) -> int:
+    from demandlake import pipeline
+
+    spark = _spark(cfg)
+    done = pipeline.backfill(spark, cfg, date_range(args.start_date, args.end_date),
+                             force=args.force)
+    print(f"backfill: ran {len(done['ran'])} date(s), skipped {len(done['skipped'])}: {done}")
+    return 0
+
+
+def cmd_sql(cfg, args) -> int:
+    spark = _spark(cfg)
+    from demandlake import lake
+
+    lake.ensure_all(spark, cfg, [n for n in lake.TABLES if lake.table_exists(spark, cfg, n)])
+    # The query is the user's own SQL, executed as given (no values are spliced into it).
+    spark.sql(args.query).show(args.limit, truncate=False)
+    return 0
+
+
+def cmd_status(cfg, args) -> int:
+    from pyspark.sql import functions as F
+
+    from demandlake import lake
+
+    spark = _spark(cfg)
+    runs = lake.read(spark, cfg, "ops.runs").orderBy(F.col("started_at").desc())
+    runs.select("started_at", "stage", "run_date", "status", "duration_s", "metrics", "error") \
+        .show(args.limit, truncate=100)
+    return 0
+
+
+def cmd_report(cfg, args) -> int:
+    from demandlake import report
+
+    spark = _spark(cfg)
+    path = report.write_report(spark, cfg, args.run_date, args.out)
+    print(f"report written to {path}")
+    return 0
+
+
+def cmd_forget(cfg, args) -> int:
+    from demandlake import privacy
+
+    spark = _spark(cfg)
+    result = privacy.forget_user(spark, cfg, args.user_id, request_id=args.request_id)
+    print(f"forget: {result}")
+    return 0
+
+
+COMMANDS: dict[str, Callable] = {
+    "generate": cmd_generate, "ingest": cmd_ingest, "sessions": _per_date("sessions"),
+    "features": _per_date("features"), "score": _per_date("score"), "train": cmd_train,
+    "nightly": cmd_nightly, "backfill": cmd_backfill, "sql": cmd_sql, "status": cmd_status,
+    "report": cmd_report, "forget": cmd_forget,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

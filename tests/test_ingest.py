@@ -1,0 +1,230 @@
+"""Raw logs -> bronze: readers on real rows, every quarantine reason, dedup, reruns, reconciliation."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from pyspark.sql import functions as F
+
+from demandlake import lake
+from demandlake.ingest.bronze import hmac_sha256, ingest_source, python_hmac
+
+RUN = dt.date(2026, 11, 14)
+
+
+def _ev(**kw):
+    base = {"event_id": "e1", "user_id": "u1", "event_type": "view", "item_id": "i1",
+            "category": "shoes", "brand": "acme", "price": 10.5, "quantity": None,
+            "timestamp": "2026-11-14T10:00:00+00:00"}
+    base.update(kw)
+    return json.dumps(base, ensure_ascii=False)
+
+
+def _write(path, lines, mode="w", encoding="utf-8"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(lines, bytes):
+        path.write_bytes(lines)
+    else:
+        path.write_text("".join(ln + "\n" for ln in lines), encoding=encoding)
+    return str(path)
+
+
+def _counts(spark, cfg):
+    return (lake.read(spark, cfg, "bronze.events").count(),
+            lake.read(spark, cfg, "bronze.quarantine").count())
+
+
+def test_good_canonical_events_land_in_bronze_typed(spark, cfg, tmp_path):
+    path = _write(tmp_path / "ev.jsonl", [
+        _ev(event_id="a", price=12, quantity=2, event_type="purchase"),
+        _ev(event_id="b", event_type="search", item_id=None, search_query="红色 鞋子 👟"),
+        _ev(event_id="c", timestamp="2026-11-14T23:30:00-05:00", extra_field="x"),
+    ])
+    counts = ingest_source(spark, cfg, "canonical_events", path, RUN)
+    assert (counts["read"], counts["new"], counts["quarantined"]) == (3, 3, 0)
+    rows = {r.event_id: r for r in lake.read(spark, cfg, "bronze.events").collect()}
+    assert rows["a"].price == 12.0 and rows["a"].quantity == 2 and rows["a"].event_type == "purchase"
+    assert rows["b"].search_query == "红色 鞋子 👟" and rows["b"].item_id is None
+    # 23:30 at UTC-5 is 04:30 UTC the next day: the UTC instant and its (UTC) date are kept.
+    assert rows["c"].event_ts == dt.datetime(2026, 11, 15, 4, 30)
+    assert rows["c"].event_date == dt.date(2026, 11, 15)
+    assert rows["c"].extras == {"extra_field": "x"}
+
+
+BAD_CASES = [
+    ("malformed_record", '{"event_id": "x1", "user_id": '),
+    ("malformed_record", "not json at all"),
+    ("missing_user_id", _ev(event_id="x2", user_id=None)),
+    ("missing_user_id", _ev(event_id="x3", user_id="  ")),
+    ("missing_event_type", _ev(event_id="x4", event_type=None)),
+    ("unknown_event_type", _ev(event_id="x5", event_type="teleport")),
+    ("missing_timestamp", _ev(event_id="x6", timestamp=None)),
+    ("bad_timestamp", _ev(event_id="x7", timestamp="yesterday-ish")),
+    ("timestamp_too_old", _ev(event_id="x8", timestamp="1999-12-31T23:00:00Z")),
+    ("timestamp_in_future", _ev(event_id="x9", timestamp="2027-01-01T00:00:00Z")),
+    ("missing_item_id", _ev(event_id="x10", item_id=None)),
+    ("bad_price_type", _ev(event_id="x11", price="cheap")),
+    ("negative_price", _ev(event_id="x12", price=-1)),
+    ("absurd_price", _ev(event_id="x13", price=5e9)),
+    ("bad_quantity_type", _ev(event_id="x14", quantity="two")),
+    ("bad_quantity", _ev(event_id="x15", quantity=0)),
+    ("oversize_field", _ev(event_id="x16", search_query="z" * 70_000)),
+]
+
+
+@pytest.mark.parametrize("reason,line", BAD_CASES, ids=[f"{r}-{i}" for i, (r, _) in enumerate(BAD_CASES)])
+def test_each_bad_event_is_quarantined_with_its_reason(spark, cfg, tmp_path, reason, line):
+    path = _write(tmp_path / "bad.jsonl", [_ev(event_id="ok"), line])
+    counts = ingest_source(spark, cfg, "canonical_events", path, RUN)
+    assert counts["read"] == 2 and counts["new"] == 1 and counts["quarantined"] == 1
+    q = lake.read(spark, cfg, "bronze.quarantine").collect()
+    assert [r.reason for r in q] == [reason]
+    assert q[0].raw.startswith(line[:100]) and q[0].source_file.endswith("bad.jsonl")
+    assert q[0].detail
+
+
+def test_non_utf8_bytes_are_quarantined_as_bad_encoding(spark, cfg, tmp_path):
+    good = _ev(event_id="ok").encode()
+    bad = _ev(event_id="latin1", brand="caf\u00e9").encode("latin-1")
+    path = _write(tmp_path / "enc.jsonl", good + b"\n" + bad + b"\n")
+    counts = ingest_source(spark, cfg, "canonical_events", path, RUN)
+    assert (counts["new"], counts["quarantined"]) == (1, 1)
+    assert lake.read(spark, cfg, "bronze.quarantine").first().reason == "bad_encoding"
+
+
+def test_duplicates_are_counted_and_conflicting_ids_quarantined(spark, cfg, tmp_path):
+    path = _write(tmp_path / "dup.jsonl", [
+        _ev(event_id="d1"), _ev(event_id="d1"),            # exact repeat -> duplicate
+        _ev(event_id="d2", price=1), _ev(event_id="d2", price=2),  # same id, other content
+    ])
+    counts = ingest_source(spark, cfg, "canonical_events", path, RUN)
+    assert counts == {**counts, "read": 4, "new": 2, "duplicates": 1, "quarantined": 1}
+    assert counts["reason.conflicting_duplicate_id"] == 1
+    assert sorted(r.event_id for r in lake.read(spark, cfg, "bronze.events").collect()) == ["d1", "d2"]
+
+
+def test_rerun_of_same_input_leaves_tables_identical(spark, cfg, tmp_path):
+    path = _write(tmp_path / "ev.jsonl", [_ev(event_id=f"r{i}", price=i) for i in range(5)]
+                  + [_ev(event_id="bad", price=-3), "{broken"])
+    first = ingest_source(spark, cfg, "canonical_events", path, RUN)
+    snap = lambda name: sorted(map(tuple, lake.read(spark, cfg, name).collect()), key=str)  # noqa: E731
+    before = (snap("bronze.events"), snap("bronze.quarantine"))
+    second = ingest_source(spark, cfg, "canonical_events", path, RUN)
+    assert (snap("bronze.events"), snap("bronze.quarantine")) == before
+    assert first["new"] == 5 and second["new"] == 0 and second["duplicates"] == 5
+    assert second["read"] == second["new"] + second["duplicates"] + second["quarantined"]
+
+
+def test_events_without_ids_get_content_hash_ids_so_repeats_dedupe(spark, cfg, tmp_path):
+    line = "1,2,3,pv,1511544070"
+    path = _write(tmp_path / "tb.csv", [line, line, "1,2,3,buy,1511544071"])
+    counts = ingest_source(spark, cfg, "taobao", path, RUN, timezone="Asia/Shanghai")
+    assert (counts["read"], counts["new"], counts["duplicates"]) == (3, 2, 1)
+    ids = [r.event_id for r in lake.read(spark, cfg, "bronze.events").collect()]
+    assert all(i.startswith("h-") for i in ids) and len(set(ids)) == 2
+
+
+def test_taobao_real_sample_reconciles_and_maps_behaviours(spark, cfg, real_data):
+    counts = ingest_source(spark, cfg, "taobao", str(real_data / "taobao_user_behavior_sample.csv"),
+                           dt.date(2017, 12, 3), timezone="Asia/Shanghai")
+    assert counts["read"] == 52_229
+    assert counts["read"] == counts["new"] + counts["duplicates"] + counts["quarantined"]
+    by_type = dict(lake.read(spark, cfg, "bronze.events").groupBy("event_type").count().collect())
+    # SOURCES.md: pv 46,928 / cart 2,955 / fav 1,241 / buy 1,105 (minus any exact duplicates)
+    assert by_type["purchase"] <= 1_105 and by_type["view"] <= 46_928 and by_type["fav"] <= 1_241
+    assert sum(by_type.values()) == counts["new"]
+    days = lake.read(spark, cfg, "bronze.events").where(
+        F.col("event_date").between("2017-11-25", "2017-12-03")).count()
+    assert days >= 0.99 * counts["new"]  # local (UTC+8) days of the 9-day window
+
+
+def test_yoochoose_real_sample_uses_sessions_as_anonymous_users(spark, cfg, real_data):
+    counts = ingest_source(spark, cfg, "yoochoose", str(real_data / "yoochoose_clicks_sample.tsv"),
+                           dt.date(2014, 9, 30))
+    assert counts["read"] == 70_278 and counts["quarantined"] == 0
+    row = lake.read(spark, cfg, "bronze.events").first()
+    assert row.user_id == f"yc-{row.session_id}" and row.event_type == "view"
+
+
+def test_chinese_review_corpus_reads_every_row(spark, cfg, real_data):
+    counts = ingest_source(spark, cfg, "reviews_zh", str(real_data / "online_shopping_10_cats.csv"), RUN)
+    assert counts["read"] == 62_774
+    assert counts["read"] == counts["new"] + counts["duplicates"] + counts["quarantined"]
+    labels = dict(lake.read(spark, cfg, "bronze.reviews").groupBy("label").count().collect())
+    assert set(labels) <= {0, 1} and labels[0] > 25_000 and labels[1] > 25_000
+
+
+def test_english_reviews_keep_multiline_text_and_ratings(spark, cfg, real_data):
+    counts = ingest_source(spark, cfg, "reviews_en",
+                           str(real_data / "womens_clothing_ecommerce_reviews.csv"), RUN)
+    assert counts["read"] == 23_486 and counts["new"] == 23_486
+    ratings = dict(lake.read(spark, cfg, "bronze.reviews").groupBy("rating").count().collect())
+    assert ratings == {5: 13_131, 4: 5_077, 3: 2_871, 2: 1_565, 1: 842}
+    empty = lake.read(spark, cfg, "bronze.reviews").where(F.col("text").isNull()).count()
+    assert empty == 845
+
+
+def test_rees46_and_retailrocket_fixtures_map_to_canonical_events(spark, cfg, tmp_path):
+    rees = _write(tmp_path / "rees.csv", [
+        "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session",
+        "2019-10-01 00:00:00 UTC,view,44600062,2103807459595387724,,shiseido,35.79,541312140,72d76fde",
+        "2019-10-01 00:00:04 UTC,purchase,3900821,2053013552326770905,appliances.water_heater,aqua,33.20,554748717,9333dfbd",
+    ])
+    rr = _write(tmp_path / "rr.csv", ["timestamp,visitorid,event,itemid,transactionid",
+                                      "1433221332117,257597,view,355908,",
+                                      "1433224214164,992329,transaction,248676,4000"])
+    run = dt.date(2019, 10, 1)
+    assert ingest_source(spark, cfg, "rees46", rees, run)["new"] == 2
+    assert ingest_source(spark, cfg, "retailrocket", rr, dt.date(2015, 6, 2))["new"] == 2
+    ev = {r.item_id: r for r in lake.read(spark, cfg, "bronze.events").collect()}
+    assert ev["3900821"].category == "appliances.water_heater" and ev["3900821"].price == 33.2
+    assert ev["44600062"].event_ts == dt.datetime(2019, 10, 1, 0, 0, 0)
+    assert ev["248676"].event_type == "purchase" and ev["248676"].extras == {"transaction_id": "4000"}
+    assert ev["355908"].event_ts == dt.datetime(2015, 6, 2, 5, 2, 12, 117000)
+
+
+def test_reviews_outside_rating_range_are_quarantined(spark, cfg, tmp_path):
+    rev = lambda **kw: json.dumps({"review_id": "r", "user_id": "u", "item_id": "i", "rating": 5,  # noqa: E731
+                                   "text": "great", "timestamp": "2026-11-14T10:00:00Z", **kw})
+    path = _write(tmp_path / "rev.jsonl", [rev(review_id="ok"), rev(review_id="r0", rating=0),
+                                           rev(review_id="r7", rating=7),
+                                           rev(review_id="rx", rating="five"),
+                                           rev(review_id="notext", text=None)])
+    counts = ingest_source(spark, cfg, "canonical_reviews", path, RUN)
+    assert (counts["new"], counts["quarantined"]) == (2, 3)
+    reasons = sorted(r.reason for r in lake.read(spark, cfg, "bronze.quarantine").collect())
+    assert reasons == ["bad_rating_type", "rating_out_of_range", "rating_out_of_range"]
+
+
+def test_pseudonymization_hashes_user_ids_with_hmac(spark, cfg, tmp_path, monkeypatch):
+    key = "k" * 24
+    monkeypatch.setenv("DEMANDLAKE_PSEUDONYM_KEY", key)
+    cfg = cfg.with_overrides({"ingest.pseudonymize_user_ids": True})
+    path = _write(tmp_path / "ev.jsonl", [_ev(event_id="p1", user_id="alice"),
+                                          _ev(event_id="p2", user_id="alice", price=-5)])
+    ingest_source(spark, cfg, "canonical_events", path, RUN)
+    row = lake.read(spark, cfg, "bronze.events").first()
+    assert row.user_id == "p-" + python_hmac(key.encode(), "alice")[:32]
+    raw = lake.read(spark, cfg, "bronze.quarantine").first().raw
+    assert "alice" not in raw and row.user_id in raw
+
+
+def test_spark_hmac_matches_python_hmac(spark):
+    key = b"secret-key-0123456789"
+    got = spark.createDataFrame([("bob",), ("\u00e9\u4e2d",)], "v string") \
+        .select(hmac_sha256(key)(F.col("v")).alias("h")).collect()
+    assert [r.h for r in got] == [python_hmac(key, "bob"), python_hmac(key, "\u00e9\u4e2d")]
+
+
+def test_pseudonymization_without_a_key_fails_clearly(spark, cfg, tmp_path, monkeypatch):
+    monkeypatch.delenv("DEMANDLAKE_PSEUDONYM_KEY", raising=False)
+    cfg = cfg.with_overrides({"ingest.pseudonymize_user_ids": True})
+    path = _write(tmp_path / "ev.jsonl", [_ev()])
+    with pytest.raises(ValueError, match="DEMANDLAKE_PSEUDONYM_KEY"):
+        ingest_source(spark, cfg, "canonical_events", path, RUN)
+
+
+def test_unknown_format_is_a_clear_error(spark, cfg, tmp_path):
+    with pytest.raises(ValueError, match="unknown input format"):
+        ingest_source(spark, cfg, "parquetish", str(tmp_path), RUN)
