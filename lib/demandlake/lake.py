@@ -116,6 +116,9 @@ def ensure_table(spark: SparkSession, cfg: Config, name: str) -> TableSpec:
         builder = builder.partitionedBy(*s.partition_by)
     if s.comment:
         builder = builder.comment(s.comment)
+    # CHECK constraints are table properties: set at creation they cost no extra commits.
+    for cname, expr in s.constraints.items():
+        builder = builder.property(f"delta.constraints.{cname.lower()}", expr)
     builder.execute()
     if s.constraints:
         existing = {

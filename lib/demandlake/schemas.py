@@ -214,3 +214,106 @@ GOLD_REVIEW_CORPUS = T.StructType([
     _f("n_chars", I, False, "characters in text"),
     _f("split", S, False, "train, validation or test, from a hash of review_id"),
 ])
+
+# ---- gold: nightly scoring (scoring/, pipeline_score.py; docs/SCORING.md) -------------------------
+CATEGORY_PROBABILITY = T.ArrayType(T.StructType([_f("category", S), _f("probability", D)]))
+
+GOLD_DEMAND_FORECASTS = T.StructType([
+    _f("user_id", S, False, "user id"),
+    _f("run_date", DT, False, "scoring date: inputs use events with event_date <= run_date (partition)"),
+    _f("purchase_probability", D, False,
+       "probability of a purchase in the next sequences.horizon_days days (model or fallback)"),
+    _f("top_categories", CATEGORY_PROBABILITY, False,
+       "up to scoring.top_categories categories the user is most likely to buy in, best first; "
+       "probability = P(purchase) * P(category | purchase) for the softmax head, the head's own "
+       "per-category probability for the sigmoid head, P(purchase) * preference share for a fallback"),
+    _f("score_band", S, False, "high / medium / low from scoring.bands thresholds on purchase_probability"),
+    _f("is_fallback", B, False, "true when the numbers come from the fallback, not the model"),
+    _f("source", S, False, "model, or fallback: <rule>/<why> (see docs/SCORING.md)"),
+    _f("model_name", S, True, "registered name of the serving sequence model (null when none serves)"),
+    _f("model_version", I, True, "registry version of the serving sequence model"),
+    _f("run_id", S, False, "ops.runs run id of the scoring run that wrote the row"),
+])
+
+GOLD_USER_PROFILES = T.StructType([
+    _f("user_id", S, False, "user id"),
+    _f("run_date", DT, False, "profile as of the end of this date (partition)"),
+    _f("segment_id", I, False, "KMeans cluster index of this run (not stable across runs)"),
+    _f("segment", S, False, "readable segment name from the cluster centroid (docs/SCORING.md rules)"),
+    _f("value_tier", S, False, "high (top scoring.value_tier_top_share of buyers by lookback revenue), "
+                               "medium (other buyers), low (no purchase revenue in the lookback window)"),
+    _f("top_categories", NAME_WEIGHT, False, "preferred categories (gold.user_features.top_categories)"),
+    _f("top_brands", NAME_WEIGHT, False, "preferred brands (gold.user_features.top_brands)"),
+    _f("active_hours", T.ArrayType(I), False,
+       "up to 3 local hours of day (0-23) with the most lookback events, most active first"),
+    _f("review_sentiment", D, True,
+       "mean positive probability of the user's scored reviews up to run_date; null without any"),
+    _f("purchase_probability", D, False, "the user's demand_forecasts purchase probability"),
+    _f("churn_risk", D, False,
+       "scoring.churn.weight * (1 - purchase_probability) + (1 - weight) * "
+       "min(days since last event / scoring.churn.recency_days, 1), in [0, 1]"),
+    _f("first_seen", DT, False, "local date of the user's first event"),
+    _f("last_seen", DT, False, "local date of the user's last event up to run_date"),
+    _f("sequence_model_version", I, True, "serving sequence model version used for the forecast"),
+    _f("sentiment_model_version", I, True, "serving sentiment model version (null when none serves)"),
+    _f("segment_model", S, False, "how segments were fitted, e.g. kmeans k=5 seed=7"),
+    _f("run_id", S, False, "ops.runs run id of the scoring run that wrote the row"),
+])
+
+GOLD_RECOMMENDATIONS = T.StructType([
+    _f("user_id", S, False, "user id"),
+    _f("run_date", DT, False, "scoring date (partition)"),
+    _f("rank", I, False, "1 = best; ALS items first, then category popularity fill-ins"),
+    _f("item_id", S, False, "recommended item (never one the user bought up to run_date)"),
+    _f("category", S, True, "the item's most frequent category in the lookback events"),
+    _f("score", D, False, "ALS implicit preference, or category probability * item share "
+                          "(not comparable across sources)"),
+    _f("source", S, False, "als or category_popularity"),
+    _f("reason", S, False, "why the item is recommended, in words"),
+    _f("sequence_model_version", I, True, "sequence model version behind the predicted categories"),
+    _f("run_id", S, False, "ops.runs run id of the scoring run that wrote the row"),
+])
+
+GOLD_REVIEW_SENTIMENT = T.StructType([
+    _f("review_id", S, False, "review id (bronze.reviews)"),
+    _f("user_id", S, True, "reviewer"),
+    _f("item_id", S, True, "reviewed item"),
+    _f("category", S, True, "product category"),
+    _f("review_date", DT, True, "local date of the review"),
+    _f("language", S, True, "language of the scored text (gold.review_corpus rules)"),
+    _f("probability", D, False, "model probability that the review is positive"),
+    _f("label", S, False, "negative (< scoring.sentiment.negative_below), positive "
+                          "(>= scoring.sentiment.positive_from), else neutral"),
+    _f("model_name", S, False, "registered sentiment model name"),
+    _f("model_version", I, False, "registry version that scored the review"),
+    _f("scored_date", DT, False, "run date of the scoring run"),
+    _f("run_id", S, False, "ops.runs run id of the scoring run"),
+])
+
+GOLD_ITEM_SENTIMENT = T.StructType([
+    _f("level", S, False, "item or category"),
+    _f("item_id", S, True, "the item (null on category rows)"),
+    _f("category", S, True, "the category (of the item on item rows)"),
+    _f("week", DT, False, "Monday of the review week"),
+    _f("volume", L, False, "scored reviews in the week"),
+    _f("mean_probability", D, False, "mean positive probability"),
+    _f("share_negative", D, False, "share of the week's reviews labelled negative"),
+    _f("negative_trend", D, True,
+       "share_negative minus the previous calendar week's (null when that week had no reviews)"),
+    _f("model_version", I, True, "newest sentiment model version among the week's reviews"),
+    _f("run_id", S, False, "ops.runs run id of the run that recomputed the table"),
+])
+
+GOLD_COMPLAINT_TERMS = T.StructType([
+    _f("run_date", DT, False, "run date; reviews of the scoring.complaint_terms.window_days days "
+                              "up to it (partition)"),
+    _f("category", S, False, "product category"),
+    _f("rank", I, False, "1 = most characteristic of negative reviews"),
+    _f("term", S, False, "token (jieba word for Chinese, lower-cased word for other text)"),
+    _f("score", D, False, "z-score of the log-odds ratio negative vs positive reviews "
+                          "(document frequencies, symmetric prior; docs/SCORING.md)"),
+    _f("negative_reviews", L, False, "negative reviews of the category containing the term"),
+    _f("positive_reviews", L, False, "positive reviews of the category containing the term"),
+    _f("model_version", I, True, "sentiment model version of the labels"),
+    _f("run_id", S, False, "ops.runs run id"),
+])

@@ -139,7 +139,8 @@ def quarantine_rows(classified: DataFrame, kind: str, source: str, run_date: dt.
         F.lit(kind).alias("kind"), F.lit(source).alias("source"), F.col("source_file"),
         F.sha2(F.concat_ws("\u001f", F.col("source_file"), F.col("_raw"),
                            occurrence.cast("string")), 256).alias("record_id"),
-        F.substring(F.col("_raw"), 1, MAX_RAW_CHARS).alias("raw"),
+        # Invalid bytes become U+FFFD so every reader of the table can decode the text.
+        F.substring(F.make_valid_utf8(F.col("_raw")), 1, MAX_RAW_CHARS).alias("raw"),
         F.col("_reason").alias("reason"), F.col("_detail").alias("detail"),
         F.lit(run_date).alias("ingest_date"),
     )
@@ -180,9 +181,16 @@ def ingest_source(spark: SparkSession, cfg: Config, fmt: str, path: str, run_dat
     existing = stored.join(validated.select(ks.key).distinct(), on=ks.key, how="left_semi")
     classified = classify(validated, existing, ks.key).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        by_dest = {r["_dest"]: r["count"] for r in classified.groupBy("_dest").count().collect()}
-        reasons = {r["_reason"]: r["count"] for r in classified.where(F.col("_dest") == QUARANTINE)
-                   .groupBy("_reason").count().collect()}
+        # One pass over the batch gives every count, the reasons and the dates written.
+        tally = classified.groupBy("_dest", "_reason", ks.date_col).count().collect()
+        by_dest: dict[str, int] = {}
+        reasons: dict[str, int] = {}
+        for r in tally:
+            by_dest[r["_dest"]] = by_dest.get(r["_dest"], 0) + r["count"]
+            if r["_dest"] == QUARANTINE:
+                reasons[r["_reason"]] = reasons.get(r["_reason"], 0) + r["count"]
+        dates = sorted({r[ks.date_col] for r in tally if r["_dest"] == NEW},
+                       key=lambda d: (d is None, d))
         read = sum(by_dest.values())
         counts = {"read": read, "new": by_dest.get(NEW, 0),
                   "duplicates": by_dest.get(DUPLICATE, 0),
@@ -193,9 +201,9 @@ def ingest_source(spark: SparkSession, cfg: Config, fmt: str, path: str, run_dat
             log.info("dry run: %s %s -> %s (nothing written)", fmt, path, counts)
             return {**counts, **{f"reason.{k}": v for k, v in reasons.items()}, "dates": []}
         new_rows = classified.where(F.col("_dest") == NEW).withColumn("source", F.lit(source_name or fmt))
-        dates = [r[0] for r in new_rows.select(ks.date_col).distinct().collect()]
-        merged = lake.merge_insert(spark, cfg, ks.table, new_rows, [ks.key],
-                                   prune=_date_filter(ks.date_col, dates))
+        merged = (lake.merge_insert(spark, cfg, ks.table, new_rows, [ks.key],
+                                    prune=_date_filter(ks.date_col, dates))
+                  if counts["new"] else {})
         inserted = merged.get("num_inserted_rows")
         if inserted is not None and inserted != counts["new"]:
             # Another run stored some of these keys between our read and our commit: they are
@@ -204,9 +212,10 @@ def ingest_source(spark: SparkSession, cfg: Config, fmt: str, path: str, run_dat
                         ks.table, counts["new"], inserted)
             counts["duplicates"] += counts["new"] - inserted
             counts["new"] = inserted
-        q = quarantine_rows(classified, kind, source_name or fmt, run_date)
-        lake.merge_insert(spark, cfg, "bronze.quarantine", q, ["record_id"],
-                          prune=f"t.ingest_date = DATE'{run_date.isoformat()}'")
+        if counts["quarantined"]:
+            q = quarantine_rows(classified, kind, source_name or fmt, run_date)
+            lake.merge_insert(spark, cfg, "bronze.quarantine", q, ["record_id"],
+                              prune=f"t.ingest_date = DATE'{run_date.isoformat()}'")
     finally:
         classified.unpersist()
     log.info("ingested %s %s: %s", fmt, path, counts)

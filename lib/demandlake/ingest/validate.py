@@ -85,7 +85,8 @@ def _common_checks(df_fields: list[str], limits: Limits) -> list[tuple[str, Colu
     over, over_detail = _oversize(df_fields, limits.max_field_bytes)
     return [
         ("malformed_record", F.col("_malformed"), F.lit("record could not be parsed")),
-        ("bad_encoding", F.col("_raw").contains(REPLACEMENT_CHAR),
+        # Spark's text reader keeps invalid bytes as they are; the CSV reader replaces them.
+        ("bad_encoding", ~F.is_valid_utf8(F.col("_raw")) | F.col("_raw").contains(REPLACEMENT_CHAR),
          F.lit("record is not valid UTF-8")),
         ("oversize_field", over, over_detail),
     ]

@@ -1,0 +1,277 @@
+"""Benchmark (not a test): the sequence model scored through the pandas UDF against a
+row-at-a-time Python UDF, then a memory-bounded run over many synthetic users.
+
+Both paths score the same users with the same model; users are generated directly as padded
+sequence rows in Spark (``spark.range`` + SQL expressions: nothing is collected or held), and
+outputs go to Spark's ``noop`` sink so only scoring is timed. The model is the configured sequence
+architecture (``conf/defaults.yaml``: LSTM, hidden 64, max_length 50), untrained but seeded:
+inference cost does not depend on the weights. Peak memory is the largest sampled sum of resident
+memory of this process and all its children (the JVM and the Python workers), sampled every
+0.2 s with psutil.
+
+Run from the repository root::
+
+    PYSPARK_PYTHON=$VENV/bin/python $VENV/bin/python bench/score_udf.py \\
+        --compare-users 2000 --users 1000000 --out reports/score_udf.json
+
+Results (and the command, the machine and its load) are printed as JSON; docs/SCORING.md keeps them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class PeakRss:
+    """Samples the resident memory of this process tree in a thread."""
+
+    def __init__(self, interval: float = 0.2):
+        import psutil
+
+        self.proc = psutil.Process()
+        self.interval = interval
+        self.peak_total = 0
+        self.peak_by_kind: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _kind(self, p) -> str:
+        try:
+            cmd = " ".join(p.cmdline())
+        except Exception:
+            return "other"
+        if "java" in cmd:
+            return "jvm"
+        if "pyspark.daemon" in cmd or "pyspark.worker" in cmd:
+            return "python_workers"
+        return "other"
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            by_kind = {"driver_python": self.proc.memory_info().rss}
+            for child in self.proc.children(recursive=True):
+                try:
+                    kind = self._kind(child)
+                    by_kind[kind] = by_kind.get(kind, 0) + child.memory_info().rss
+                except psutil.Error:
+                    continue
+            self.peak_total = max(self.peak_total, sum(by_kind.values()))
+            for k, v in by_kind.items():
+                self.peak_by_kind[k] = max(self.peak_by_kind.get(k, 0), v)
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def report(self) -> dict:
+        mib = 1024 * 1024
+        return {"peak_total_mib": round(self.peak_total / mib),
+                **{f"peak_{k}_mib": round(v / mib) for k, v in sorted(self.peak_by_kind.items())}}
+
+
+def save_model(cfg, out: Path, vocab: dict) -> str:
+    """Build the configured sequence model (seeded, untrained) and save it as the pyfunc model
+    training logs (same wrapper, same meta); returns its local path."""
+    import keras
+    import mlflow.pyfunc
+
+    from demandlake.training.pyfunc import SequencePyfunc
+    from demandlake.training.tasks import make_task
+
+    keras.utils.set_random_seed(7)
+    task = make_task("sequence", cfg.data, {"vocab_sizes": vocab,
+                                            "max_length": int(cfg["sequences.max_length"])})
+    model = task.build_model()
+    keras_path = out / "model.keras"
+    model.save(keras_path)
+    path = out / "pyfunc"
+    mlflow.pyfunc.save_model(str(path), python_model=SequencePyfunc(task.pyfunc_meta()),
+                             artifacts={"keras_model": str(keras_path)})
+    return str(path)
+
+
+def sequences(spark, n: int, length: int, vocab: dict, partitions: int):
+    """``n`` users' padded sequences, generated in Spark (deterministic per user id)."""
+    from pyspark.sql import functions as F
+
+    def ids(name: str, size: int) -> str:
+        return (f"transform(sequence(1, {length}), i -> CAST(IF(i <= {length} - seq_len, 0, "
+                f"2 + pmod(xxhash64(id, i, '{name}'), {size - 2})) AS INT))")
+
+    gaps = (f"transform(sequence(1, {length}), i -> CAST(IF(i <= {length} - seq_len + 1, 0.0, "
+            f"log1p(pmod(xxhash64(id, i, 'gap'), 86400))) AS FLOAT))")
+    static = "transform(sequence(1, 5), j -> CAST(pmod(xxhash64(id, j, 's'), 100) / 10.0 AS FLOAT))"
+    return (spark.range(0, n, numPartitions=partitions)
+            .select("id", (F.lit(1) + F.pmod(F.xxhash64("id"), F.lit(length))).alias("seq_len"))
+            .select(F.concat(F.lit("u"), F.col("id").cast("string")).alias("user_id"),
+                    F.expr(ids("item", vocab["item"])).alias("item_ids"),
+                    F.expr(ids("category", vocab["category"])).alias("category_ids"),
+                    F.expr(ids("event", vocab["event_type"])).alias("event_type_ids"),
+                    F.expr(ids("price", vocab["price_bucket"])).alias("price_buckets"),
+                    F.expr(gaps).alias("time_gaps"), F.expr(static).alias("static_features")))
+
+
+def row_udf(model_path: str, compiled: bool):
+    """The row-at-a-time baseline: a plain Python UDF calling the model once per row (benchmark
+    only; the model is loaded once per worker through the same cache as the pandas path)."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from demandlake.scoring import udfs
+
+    def score(*cols):
+        frame = pd.DataFrame([cols], columns=list(udfs.SEQUENCE_INPUTS))
+        if compiled:
+            out = udfs.load_sequence_scorer(model_path, None, 3).predict(frame)
+        else:
+            predictor = udfs.load_predictor(model_path)
+            predictor.meta.update(top_k=3)
+            out = predictor.predict(frame)
+        return (float(out["purchase_probability"][0]), [int(v) for v in out["top_category_ids"][0]],
+                [float(v) for v in out["top_category_scores"][0]])
+
+    fields = [udfs.SEQUENCE_SCORES[c] for c in ("purchase_probability", "top_category_ids",
+                                                "top_category_scores")]
+    return F.udf(score, T.StructType(fields))
+
+
+def timed(action) -> float:
+    t0 = time.perf_counter()
+    action()
+    return time.perf_counter() - t0
+
+
+def machine() -> dict:
+    import psutil
+
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "logical_cores": os.cpu_count(), "memory_gib":
+            round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
+            "load_average_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--compare-users", type=int, default=2000,
+                        help="users scored by both paths (the row path is slow)")
+    parser.add_argument("--throughput-users", type=int, default=100_000,
+                        help="users for the pandas-UDF throughput figure")
+    parser.add_argument("--users", type=int, default=1_000_000,
+                        help="users of the memory-bounded run (0 skips it)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="rows per model call and Arrow batch (default: scoring.batch_size)")
+    parser.add_argument("--partitions", type=int, default=None,
+                        help="Spark partitions of the generated users (default: 2 x cores)")
+    parser.add_argument("--master", default="local[2]", help="Spark master")
+    parser.add_argument("--driver-memory", default="2g", help="spark.driver.memory")
+    parser.add_argument("--out", default=None, help="also write the JSON result here")
+    args = parser.parse_args(argv)
+
+    from pyspark.sql import functions as F
+
+    from demandlake.config import load_config
+    from demandlake.scoring import udfs
+    from demandlake.spark import get_spark
+
+    tmp = Path(tempfile.mkdtemp(prefix="score_udf_"))
+    cfg = load_config(overrides=[f"lake.uri={tmp / 'lake'}", "lake.catalog=in-memory",
+                                 f"spark.master={args.master}",
+                                 f"spark.conf.spark.driver.memory={args.driver_memory}"])
+    batch = int(args.batch_size or cfg.get("scoring.batch_size", 2048))
+    cores = int(args.master.split("[")[1].rstrip("]")) if "[" in args.master else os.cpu_count()
+    partitions = args.partitions or 2 * int(cores)
+    spark = get_spark(cfg.with_overrides({
+        "spark.conf.spark.sql.execution.arrow.maxRecordsPerBatch": str(batch)}),
+        app_name="bench-score-udf")
+    length = int(cfg["sequences.max_length"])
+    vocab = {"item": 20_000, "category": 200, "event_type": 8,
+             "price_bucket": len(cfg["sequences.price_buckets"]) + 3}
+    model_path = save_model(cfg, tmp, vocab)
+    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
+              "spark_master": args.master, "partitions": partitions, "batch_size": batch,
+              "model": {k: cfg.get(f"sequence_model.{k}") for k in ("encoder", "hidden", "item_dim",
+                                                                    "category_dim")}
+              | {"max_length": length, "vocab": vocab}}
+    scorer = udfs.sequence_scorer(model_path, None, batch, 3)
+
+    def pandas_path(n: int) -> float:
+        df = sequences(spark, n, length, vocab, partitions)
+        return timed(lambda: df.mapInPandas(scorer, udfs.SEQUENCE_SCORES)
+                     .write.format("noop").mode("overwrite").save())
+
+    def row_path(n: int, compiled: bool) -> float:
+        df = sequences(spark, n, length, vocab, partitions)
+        f = row_udf(model_path, compiled)
+        return timed(lambda: df.select("user_id", f(*udfs.SEQUENCE_INPUTS).alias("s"))
+                     .write.format("noop").mode("overwrite").save())
+
+    # Warm-up: every worker process loads the model (and traces the graph) once.
+    pandas_path(4 * partitions)
+    row_path(4 * partitions, False)
+    row_path(4 * partitions, True)
+
+    n = args.compare_users
+    t_pandas = pandas_path(n)
+    t_row = row_path(n, False)
+    t_row_compiled = row_path(n, True)
+    result["compare"] = {
+        "users": n,
+        "pandas_udf_s": round(t_pandas, 2), "pandas_udf_users_per_s": round(n / t_pandas),
+        "row_udf_s": round(t_row, 2), "row_udf_users_per_s": round(n / t_row, 1),
+        "row_udf_compiled_s": round(t_row_compiled, 2),
+        "row_udf_compiled_users_per_s": round(n / t_row_compiled, 1),
+        "speedup_vs_row_udf": round(t_row / t_pandas, 1),
+        "speedup_vs_row_udf_compiled": round(t_row_compiled / t_pandas, 1),
+    }
+    print(json.dumps(result["compare"]), flush=True)
+    if args.throughput_users:
+        t = pandas_path(args.throughput_users)
+        rate = args.throughput_users / t
+        result["throughput"] = {
+            "users": args.throughput_users, "seconds": round(t, 2), "users_per_s": round(rate),
+            "speedup_vs_row_udf": round(rate / (n / t_row), 1),
+            "speedup_vs_row_udf_compiled": round(rate / (n / t_row_compiled), 1)}
+        print(json.dumps(result["throughput"]), flush=True)
+    if args.users:
+        with PeakRss() as rss:
+            t = pandas_path(args.users)
+        result["large"] = {"users": args.users, "seconds": round(t, 1),
+                           "users_per_s": round(args.users / t), **rss.report()}
+        print(json.dumps(result["large"]), flush=True)
+    result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Point-in-time user features (gold.user_features) as of a snapshot date.
+
+Only events with ``event_date <= snapshot_date`` (and reviews with ``review_date <= snapshot_date``)
+are read, so events arriving later for later dates cannot change a stored snapshot. Three time
+scopes, all ending on the snapshot date (inclusive):
+
+* all history: first seen, recency (days since the last event / purchase), review count;
+* each window of ``windows_days`` (a 7-day window is the snapshot date and the 6 days before):
+  events, purchases (frequency) and revenue (monetary), as maps ``{days: value}`` so the windows
+  stay configurable without changing the table;
+* the lookback window (the longest of ``windows_days``): sessions, conversion, cart abandonment,
+  order value, price level and sensitivity, preferred categories/brands, active hours/weekdays and
+  search terms. Sessions are rebuilt here from the truncated events (not read from silver.sessions),
+  so a session running past midnight of the snapshot date never brings later events in.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Sequence
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from demandlake.sessions import assign_sessions
+
+# How much one event says about a preference for its category/brand (search and
+# remove_from_cart say nothing positive).
+INTEREST_WEIGHTS = {"view": 1.0, "fav": 2.0, "cart": 3.0, "purchase": 5.0}
+
+FEATURE_COLUMNS = [
+    "user_id", "snapshot_date", "first_seen_date", "days_since_first_seen", "days_since_last_event",
+    "days_since_last_purchase", "events_by_window", "purchases_by_window", "revenue_by_window",
+    "sessions_count", "conversion_rate", "cart_abandonment_rate", "avg_order_value",
+    "mean_purchase_price", "mean_view_price", "price_sensitivity", "top_categories", "top_brands",
+    "active_hours", "active_weekdays", "recent_search_terms", "review_count",
+    "mean_review_sentiment",
+]
+
+
+def _is(event_type: str) -> Column:
+    return F.col("event_type") == event_type
+
+
+def _amount() -> Column:
+    return F.col("price") * F.coalesce(F.col("quantity"), F.lit(1))
+
+
+def _interest_weight() -> Column:
+    weight = F.lit(0.0)
+    for event_type, w in INTEREST_WEIGHTS.items():
+        weight = F.when(_is(event_type), F.lit(w)).otherwise(weight)
+    return weight
+
+
+def top_weighted(events: DataFrame, key: str, top_k: int) -> DataFrame:
+    """Each user's ``top_k`` values of ``key`` by interest weight.
+
+    Returns:
+        ``user_id`` and ``top`` (array<struct<name, weight>>, weight = share of the user's total
+        weight over all values, order weight desc then name).
+    """
+    weighted = (
+        events.where(F.col(key).isNotNull())
+        .groupBy("user_id", F.col(key).alias("name"))
+        .agg(F.sum(_interest_weight()).alias("w"))
+        .where(F.col("w") > 0)
+    )
+    user = Window.partitionBy("user_id")
+    rank = Window.partitionBy("user_id").orderBy(F.desc("w"), F.asc("name"))
+    ranked = weighted.select(
+        "user_id", "name", (F.col("w") / F.sum("w").over(user)).alias("weight"),
+        F.row_number().over(rank).alias("rn"),
+    ).where(F.col("rn") <= top_k)
+    collected = ranked.groupBy("user_id").agg(
+        F.array_sort(F.collect_list(F.struct("rn", "name", "weight"))).alias("_top"))
+    return collected.select(
+        "user_id",
+        F.transform("_top", lambda x: F.struct(x["name"].alias("name"),
+                                               x["weight"].alias("weight"))).alias("top"),
+    )
+
+
+def recent_search_terms(events: DataFrame, top_k: int) -> DataFrame:
+    """``user_id`` and ``terms``: up to ``top_k`` distinct lower-cased search terms, newest
+    first."""
+    term = F.lower(F.trim(F.col("search_query")))
+    terms = (
+        events.where(_is("search") & F.col("search_query").isNotNull())
+        .select("user_id", term.alias("term"), "event_ts")
+        .where(F.col("term") != "")
+        .groupBy("user_id", "term").agg(F.max("event_ts").alias("last_ts"))
+    )
+    rank = Window.partitionBy("user_id").orderBy(F.desc("last_ts"), F.asc("term"))
+    ranked = terms.select("user_id", "term", F.row_number().over(rank).alias("rn"))
+    collected = ranked.where(F.col("rn") <= top_k).groupBy("user_id").agg(
+        F.array_sort(F.collect_list(F.struct("rn", "term"))).alias("_terms"))
+    return collected.select("user_id", F.transform("_terms", lambda x: x["term"]).alias("terms"))
+
+
+def price_sensitivity(events: DataFrame) -> DataFrame:
+    """``user_id`` and ``price_sensitivity``: share of a user's priced purchases below the median
+    price of their category (median over all users' priced events in ``events``)."""
+    priced = events.where(F.col("price").isNotNull() & F.col("category").isNotNull())
+    medians = priced.groupBy("category").agg(F.median("price").alias("category_median"))
+    purchases = priced.where(_is("purchase")).join(medians, on="category", how="inner")
+    below = (F.col("price") < F.col("category_median")).cast("double")
+    return purchases.groupBy("user_id").agg(F.avg(below).alias("price_sensitivity")).select(
+        "user_id", "price_sensitivity")
+
+
+def session_stats(events: DataFrame, gap_minutes: float) -> DataFrame:
+    """Per user: sessions_count, conversion_rate, cart_abandonment_rate, avg_order_value."""
+    sessions = (
+        events.transform(assign_sessions(gap_minutes))
+        .groupBy("user_id", "session_seq")
+        .agg(
+            (F.count_if(_is("purchase")) > 0).alias("converted"),
+            (F.count_if(_is("cart")) > 0).alias("has_cart"),
+            F.sum(F.when(_is("purchase"), _amount())).alias("revenue"),
+        )
+    )
+    converted, has_cart = F.col("converted"), F.col("has_cart")
+    abandoned = has_cart & ~converted
+    order_value_known = converted & F.col("revenue").isNotNull()
+    return sessions.groupBy("user_id").agg(
+        F.count(F.lit(1)).alias("sessions_count"),
+        F.avg(converted.cast("double")).alias("conversion_rate"),
+        F.try_divide(F.count_if(abandoned).cast("double"), F.count_if(has_cart)).alias(
+            "cart_abandonment_rate"),
+        F.try_divide(F.sum(F.when(order_value_known, F.col("revenue"))),
+                     F.count_if(order_value_known)).alias("avg_order_value"),
+    ).select("user_id", "sessions_count", "conversion_rate", "cart_abandonment_rate",
+             "avg_order_value")
+
+
+def _zeros(n: int) -> Column:
+    return F.array_repeat(F.lit(0).cast("long"), n)
+
+
+def build_user_features(
+    events: DataFrame,
+    reviews: DataFrame,
+    snapshot_date: dt.date,
+    windows_days: Sequence[int] = (7, 30, 90),
+    top_k: int = 5,
+    timezone: str = "UTC",
+    gap_minutes: float = 30,
+    sentiment: DataFrame | None = None,
+) -> DataFrame:
+    """User features as of the end of ``snapshot_date``.
+
+    Args:
+        events: bronze.events rows (any date range; later dates are ignored).
+        reviews: bronze.reviews rows (only ``user_id`` and ``review_date`` are used).
+        snapshot_date: last local date the features may see.
+        windows_days: frequency/monetary windows; the longest is also the lookback window.
+        top_k: length of top_categories, top_brands and recent_search_terms.
+        timezone: lake time zone, for hours and weekdays.
+        gap_minutes: session inactivity gap.
+        sentiment: optional ``(user_id, sentiment)`` rows from a sentiment model; their per-user
+            mean is ``mean_review_sentiment`` (null without it).
+
+    Returns:
+        One row per user with an event on or before ``snapshot_date``, columns ``FEATURE_COLUMNS``.
+
+    Raises:
+        ValueError: for empty or non-positive windows or a non-positive top_k.
+    """
+    windows = sorted({int(w) for w in windows_days})
+    if not windows or windows[0] < 1:
+        raise ValueError(f"windows_days must be positive day counts, got {windows_days!r}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k!r}")
+    snap = F.lit(snapshot_date)
+    visible = events.where(F.col("event_date") <= snap)
+    lookback = visible.where(F.col("event_date") > F.date_sub(snap, windows[-1]))
+
+    def in_window(w: int) -> Column:
+        return F.col("event_date") > F.date_sub(snap, w)
+
+    history = visible.groupBy("user_id").agg(
+        F.min("event_date").alias("first_seen_date"),
+        F.max("event_date").alias("last_event_date"),
+        F.max(F.when(_is("purchase"), F.col("event_date"))).alias("last_purchase_date"),
+        *[F.count_if(in_window(w)).alias(f"_events_{w}") for w in windows],
+        *[F.count_if(in_window(w) & _is("purchase")).alias(f"_purchases_{w}") for w in windows],
+        *[F.sum(F.when(in_window(w) & _is("purchase"), _amount())).alias(f"_revenue_{w}")
+          for w in windows],
+    )
+
+    local_ts = F.from_utc_timestamp(F.col("event_ts"), timezone)
+    hour, weekday = F.hour(local_ts), F.weekday(F.to_date(local_ts))
+    profile = lookback.groupBy("user_id").agg(
+        F.avg(F.when(_is("purchase"), F.col("price"))).alias("mean_purchase_price"),
+        F.avg(F.when(_is("view"), F.col("price"))).alias("mean_view_price"),
+        F.array(*[F.count_if(hour == h) for h in range(24)]).alias("active_hours"),
+        F.array(*[F.count_if(weekday == d) for d in range(7)]).alias("active_weekdays"),
+    )
+    review_counts = (
+        reviews.where(F.col("user_id").isNotNull() & (F.col("review_date") <= snap))
+        .groupBy("user_id").agg(F.count(F.lit(1)).alias("review_count"))
+    )
+    if sentiment is not None:
+        sentiments = sentiment.groupBy("user_id").agg(
+            F.avg("sentiment").cast("double").alias("mean_review_sentiment"))
+    else:
+        sentiments = None
+
+    parts = [
+        session_stats(lookback, gap_minutes),
+        profile,
+        price_sensitivity(lookback),
+        top_weighted(lookback, "category", top_k).withColumnRenamed("top", "top_categories"),
+        top_weighted(lookback, "brand", top_k).withColumnRenamed("top", "top_brands"),
+        recent_search_terms(lookback, top_k).withColumnRenamed("terms", "recent_search_terms"),
+        review_counts,
+    ]
+    joined = history
+    for part in parts:
+        joined = joined.join(part, on="user_id", how="left")
+    if sentiments is None:
+        joined = joined.withColumn("mean_review_sentiment", F.lit(None).cast("double"))
+    else:
+        joined = joined.join(sentiments, on="user_id", how="left")
+
+    def by_window(prefix: str) -> Column:
+        return F.create_map(*[x for w in windows for x in (F.lit(w), F.col(f"{prefix}_{w}"))])
+
+    revenue_map = F.create_map(*[
+        x for w in windows for x in (
+            F.lit(w),
+            F.when(F.col(f"_purchases_{w}") == 0, F.lit(0.0)).otherwise(F.col(f"_revenue_{w}")))])
+    empty_strings = F.array().cast("array<string>")
+    no_names = F.array().cast("array<struct<name:string,weight:double>>")
+    return joined.select(
+        "user_id",
+        snap.alias("snapshot_date"),
+        "first_seen_date",
+        F.datediff(snap, F.col("first_seen_date")).alias("days_since_first_seen"),
+        F.datediff(snap, F.col("last_event_date")).alias("days_since_last_event"),
+        F.datediff(snap, F.col("last_purchase_date")).alias("days_since_last_purchase"),
+        by_window("_events").alias("events_by_window"),
+        by_window("_purchases").alias("purchases_by_window"),
+        revenue_map.alias("revenue_by_window"),
+        F.coalesce(F.col("sessions_count"), F.lit(0).cast("long")).alias("sessions_count"),
+        "conversion_rate",
+        "cart_abandonment_rate",
+        "avg_order_value",
+        "mean_purchase_price",
+        "mean_view_price",
+        "price_sensitivity",
+        F.coalesce(F.col("top_categories"), no_names).alias("top_categories"),
+        F.coalesce(F.col("top_brands"), no_names).alias("top_brands"),
+        F.coalesce(F.col("active_hours"), _zeros(24)).alias("active_hours"),
+        F.coalesce(F.col("active_weekdays"), _zeros(7)).alias("active_weekdays"),
+        F.coalesce(F.col("recent_search_terms"), empty_strings).alias("recent_search_terms"),
+        F.coalesce(F.col("review_count"), F.lit(0).cast("long")).alias("review_count"),
+        "mean_review_sentiment",
+    )

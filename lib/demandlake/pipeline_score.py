@@ -1,0 +1,337 @@
+"""Nightly scoring stages: forecasts, profiles and recommendations; review sentiment.
+
+``run_score`` scores every active user of the run date (a user with an event in the last
+``scoring.active_days`` days, from ``gold.user_features``) and writes, replacing exactly the run
+date's partition of each (``replaceWhere``), so a rerun leaves the same rows:
+
+* gold.demand_forecasts  (sequence model through a pandas UDF, fallback for the rest)
+* gold.user_profiles     (KMeans segments, value tier, preferences, sentiment, churn risk)
+* gold.recommendations   (ALS + category popularity, bought items excluded)
+
+``run_review_sentiment`` scores reviews the serving sentiment model has not scored yet
+(MERGE on ``review_id``), then recomputes gold.item_sentiment and the run date's
+gold.complaint_terms. Without a serving sentiment model it logs why and writes nothing.
+
+Both log counts and duration in ops.runs (``runlog.tracked``); a dry run computes and counts
+everything but writes no output table. Every row carries the model versions and the run id.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import time
+from typing import Iterator
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from demandlake import lake, runlog
+from demandlake.config import Config
+from demandlake.scoring import forecasts as fc
+from demandlake.scoring import profiles as pr
+from demandlake.scoring import recommendations as rc
+from demandlake.scoring import segments as sg
+from demandlake.scoring import sentiment as st
+from demandlake.scoring import serving, udfs
+
+log = logging.getLogger(__name__)
+
+DAY = dt.timedelta(days=1)
+ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
+
+
+def _date_sql(d: dt.date) -> str:
+    return f"DATE'{d.isoformat()}'"
+
+
+@contextlib.contextmanager
+def _arrow_batch(spark: SparkSession, rows: int) -> Iterator[None]:
+    """Arrow batches of ``rows`` records into the pandas UDFs while the stage runs."""
+    previous = spark.conf.get(ARROW_BATCH, None)
+    spark.conf.set(ARROW_BATCH, str(int(rows)))
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(ARROW_BATCH)
+        else:
+            spark.conf.set(ARROW_BATCH, previous)
+
+
+class _Phases:
+    """Wall-clock seconds per phase of a stage, for the run's metrics (``seconds.<phase>``)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._t = time.monotonic()
+
+    def done(self, phase: str) -> None:
+        now = time.monotonic()
+        self.seconds[f"seconds.{phase}"] = round(now - self._t, 2)
+        log.info("%s done in %.1fs", phase, now - self._t)
+        self._t = now
+
+
+def _windows(cfg: Config) -> list[int]:
+    return [int(w) for w in cfg.get("features.windows_days", [7, 30, 90])]
+
+
+def active_users(spark: SparkSession, cfg: Config, run_date: dt.date) -> DataFrame:
+    """gold.user_features rows of ``run_date`` for users seen in the last scoring.active_days days."""
+    days = int(cfg.get("scoring.active_days", 90))
+    return (lake.read(spark, cfg, "gold.user_features")
+            .where((F.col("snapshot_date") == F.lit(run_date))
+                   & (F.col("days_since_last_event") < F.lit(days))))
+
+
+def _vocabulary(spark: SparkSession, cfg: Config, model: serving.ServingModel) -> DataFrame:
+    """gold.vocabularies as the model saw it (time travel to its version when that still exists)."""
+    location = lake.ensure_table(spark, cfg, "gold.vocabularies").location(cfg)
+    current = lake.table_version(spark, cfg, "gold.vocabularies")
+    trained = model.param("data.vocabularies_version")
+    if trained is not None and int(trained) != current:
+        try:
+            vocab = spark.read.format("delta").option("versionAsOf", int(trained)).load(location)
+            vocab.limit(1).count()
+            log.warning("gold.vocabularies is at v%d, the model was trained on v%s: category ids "
+                        "are named with v%s; sequences use the current ids", current, trained, trained)
+            return vocab
+        except Exception as exc:  # vacuumed history: the current table is the best there is
+            log.warning("vocabulary v%s of the model is gone (%s); using v%d", trained, exc, current)
+    return lake.read(spark, cfg, "gold.vocabularies")
+
+
+def score_sequences(spark: SparkSession, cfg: Config, run_date: dt.date, users: DataFrame,
+                    model: serving.ServingModel) -> DataFrame:
+    """Model scores of ``users`` (user_id, purchase_probability, top_categories as tokens).
+
+    The sequences come from ``pipeline_transform.build_scoring_sequences``; the pandas UDF loads
+    the model once per Python worker (:mod:`demandlake.scoring.udfs`).
+    """
+    from demandlake.pipeline_transform import build_scoring_sequences
+
+    top_n = int(cfg.get("scoring.top_categories", 3))
+    sequences = (build_scoring_sequences(spark, cfg, run_date)
+                 .join(users.select("user_id"), on="user_id", how="left_semi"))
+    scorer = udfs.sequence_scorer(model.uri, model.tracking_uri,
+                                  int(cfg.get("scoring.batch_size", 2048)), top_n)
+    raw = sequences.select("user_id", *udfs.SEQUENCE_INPUTS).mapInPandas(scorer, udfs.SEQUENCE_SCORES)
+    head = model.param("sequence_model.category_head") or cfg.get("sequence_model.category_head",
+                                                                  "softmax")
+    return fc.model_categories(raw, fc.category_map(_vocabulary(spark, cfg, model)), head, top_n)
+
+
+def _segments(cfg: Config, active: DataFrame, n_users: int) -> tuple[DataFrame, str, dict]:
+    windows = _windows(cfg)
+    k = max(1, min(int(cfg.get("scoring.segments.k", 5)), n_users))
+    seed = int(cfg.get("scoring.segments.seed", 7))
+    inputs = active.transform(sg.segment_inputs(windows))
+    model = sg.segment_pipeline(k, seed, int(cfg.get("scoring.segments.max_iter", 30))).fit(inputs)
+    names = sg.centroid_names(model, cfg.get("scoring.segments.rules") or {})
+    log.info("segments: %s", names)
+    return inputs.transform(sg.assign_segments(model, names)), f"kmeans k={k} seed={seed}", names
+
+
+def _recommendations(spark: SparkSession, cfg: Config, run_date: dt.date, active: DataFrame,
+                     forecasts: DataFrame, run_id: str, seq_version: int | None,
+                     counts: dict, persisted: list[DataFrame]) -> DataFrame:
+    rcfg = cfg.get("scoring.recommendations") or {}
+    top_k = int(rcfg.get("top_k", 10))
+    events = lake.read(spark, cfg, "bronze.events").where(F.col("event_date") <= F.lit(run_date))
+    lookback = events.where(F.col("event_date") > F.lit(run_date - max(_windows(cfg)) * DAY))
+    users = active.select("user_id")
+    inter = rc.interactions(lookback)
+    user_keys = rc.unique_keys(inter, "user_id", "_user")
+    item_keys = rc.unique_keys(inter, "item_id", "_item")
+    keyed = (inter.join(user_keys, on="user_id", how="inner").join(item_keys, on="item_id", how="inner")
+             .select("_user", "_item", "confidence").persist(StorageLevel.MEMORY_AND_DISK))
+    persisted.append(keyed)
+    als = None
+    counts["als_interactions"] = keyed.count()
+    if counts["als_interactions"] > 0:
+        model = rc.fit_als(keyed, rcfg.get("als") or {})
+        als = rc.als_candidates(model, user_keys.join(users, on="user_id", how="left_semi"),
+                                item_keys, top_k + int(rcfg.get("exclude_buffer", 20)))
+    else:
+        log.warning("no interactions in the lookback window: recommendations from popularity only")
+    popular = rc.popular_items(lookback, int(rcfg.get("popular_items_per_category", 20)))
+    purchased = rc.purchased_items(events).join(users, on="user_id", how="left_semi")
+    recs = rc.recommendations(als, rc.popularity_candidates(forecasts, popular), purchased,
+                              rc.item_categories(lookback), top_k, run_date, run_id, seq_version)
+    recs = recs.persist(StorageLevel.MEMORY_AND_DISK)
+    persisted.append(recs)
+    return recs
+
+
+def run_score(spark: SparkSession, cfg: Config, run_date: dt.date,
+              dry_run: bool = False) -> dict[str, int]:
+    """Score every active user of ``run_date`` into forecasts, profiles and recommendations.
+
+    Args:
+        run_date: the scoring date; gold.user_features must have its snapshot.
+        dry_run: compute and count, write no output table (ops.runs still gets the run).
+
+    Returns:
+        Counts: users, forecasts, fallbacks, per band and source, profiles, per segment,
+        recommendations, users with recommendations, model versions.
+
+    Raises:
+        RuntimeError: when gold.user_features has no active user for ``run_date``.
+    """
+    windows = _windows(cfg)
+    top_n = int(cfg.get("scoring.top_categories", 3))
+    persisted: list[DataFrame] = []
+    with runlog.tracked(spark, cfg, "score", run_date, dry_run=dry_run) as run, \
+            _arrow_batch(spark, int(cfg.get("scoring.batch_size", 2048))):
+        try:
+            active = active_users(spark, cfg, run_date).persist(StorageLevel.MEMORY_AND_DISK)
+            persisted.append(active)
+            n_users = active.count()
+            if n_users == 0:
+                raise RuntimeError(f"gold.user_features has no active user for {run_date}: "
+                                   "run the features stage first")
+            counts: dict[str, int] = {"users": n_users}
+            phases = _Phases()
+
+            segments, segment_model, names = _segments(cfg, active, n_users)
+            segments = segments.persist(StorageLevel.MEMORY_AND_DISK)
+            persisted.append(segments)
+            phases.done("segments")
+
+            seq, why = serving.resolve(cfg, "sequence")
+            sent, sent_why = serving.resolve(cfg, "sentiment")
+            if seq is None:
+                log.warning("no sequence model: every forecast is a fallback (%s)", why)
+                run.add(sequence_model="none", sequence_model_reason=why)
+            scores = score_sequences(spark, cfg, run_date, active, seq) if seq else None
+            users = active.join(segments.select("user_id", "segment_id"), on="user_id", how="inner")
+            forecasts = fc.demand_forecasts(
+                users, scores, fc.popular_categories(active, top_n), windows,
+                cfg.get("scoring.bands") or {"high": 0.5, "medium": 0.2}, top_n, run_date,
+                run.run_id, seq.name if seq else None, seq.version if seq else None,
+            ).persist(StorageLevel.MEMORY_AND_DISK)
+            persisted.append(forecasts)
+            summary = forecasts.agg(
+                F.count(F.lit(1)).alias("forecasts"),
+                F.count_if("is_fallback").alias("fallbacks"),
+                *[F.count_if(F.col("score_band") == b).alias(f"band_{b}")
+                  for b in ("high", "medium", "low")]).first().asDict()
+            counts.update({k: int(v) for k, v in summary.items()})
+            phases.done("forecasts")
+
+            profiles = pr.user_profiles(
+                active, segments, forecasts,
+                pr.user_sentiment(lake.read(spark, cfg, "gold.review_sentiment"), run_date),
+                windows, float(cfg.get("scoring.value_tier_top_share", 0.2)),
+                cfg.get("scoring.churn") or {}, run_date, run.run_id, segment_model,
+                seq.version if seq else None, sent.version if sent else None,
+            ).persist(StorageLevel.MEMORY_AND_DISK)
+            persisted.append(profiles)
+            for r in profiles.groupBy("segment").count().collect():
+                counts[f"segment.{r['segment']}"] = int(r["count"])
+            counts["profiles"] = sum(v for k, v in counts.items() if k.startswith("segment."))
+            phases.done("profiles")
+
+            recs = _recommendations(spark, cfg, run_date, active, forecasts, run.run_id,
+                                    seq.version if seq else None, counts, persisted)
+            rec_summary = recs.agg(F.count(F.lit(1)).alias("recommendations"),
+                                   F.count_distinct("user_id").alias("users_with_recommendations"),
+                                   F.count_if(F.col("source") == rc.ALS_SOURCE).alias("als_items")
+                                   ).first().asDict()
+            counts.update({k: int(v) for k, v in rec_summary.items()})
+            phases.done("recommendations")
+
+            if not dry_run:
+                where = f"run_date = {_date_sql(run_date)}"
+                lake.overwrite_where(spark, cfg, "gold.demand_forecasts", forecasts, where)
+                lake.overwrite_where(spark, cfg, "gold.user_profiles", profiles, where)
+                lake.overwrite_where(spark, cfg, "gold.recommendations", recs, where)
+                phases.done("writes")
+            if seq:
+                counts["sequence_model_version"] = seq.version
+            if sent:
+                counts["sentiment_model_version"] = sent.version
+            run.add(**counts, **phases.seconds, segment_model=segment_model,
+                    segment_names="; ".join(f"{i}={n}" for i, n in sorted(names.items())))
+            log.info("score %s%s: %s", run_date, " (dry run)" if dry_run else "", counts)
+            return counts
+        finally:
+            for df in persisted:
+                df.unpersist()
+
+
+def run_review_sentiment(spark: SparkSession, cfg: Config, run_date: dt.date,
+                         dry_run: bool = False) -> dict[str, int]:
+    """Score unscored reviews with the serving sentiment model; refresh the aggregates.
+
+    Reviews dated up to ``run_date`` (and undated ones) that gold.review_sentiment does not hold
+    for the serving version are scored and MERGEd on ``review_id`` (a new serving version rescores
+    everything once). gold.item_sentiment is then recomputed from all scored reviews, and the
+    run date's gold.complaint_terms from the last ``scoring.complaint_terms.window_days`` days.
+
+    Returns:
+        Counts: scored (this run), skipped (1 when no sentiment model serves), item_sentiment
+        rows, complaint_terms rows, model_version.
+    """
+    from demandlake.features.review_corpus import review_corpus
+
+    scfg = cfg.get("scoring.sentiment") or {}
+    tcfg = cfg.get("scoring.complaint_terms") or {}
+    with runlog.tracked(spark, cfg, "review_sentiment", run_date, dry_run=dry_run) as run:
+        model, why = serving.resolve(cfg, "sentiment")
+        if model is None:
+            log.warning("review sentiment skipped: %s", why)
+            run.add(skipped=1, reason=why)
+            return {"skipped": 1, "scored": 0}
+        reviews = lake.read(spark, cfg, "bronze.reviews").where(
+            F.col("review_date").isNull() | (F.col("review_date") <= F.lit(run_date)))
+        corpus = (reviews.transform(review_corpus(cfg.get("reviews.split") or
+                                                  {"train": 0.8, "validation": 0.1, "test": 0.1}))
+                  .join(reviews.select("review_id", "review_date"), on="review_id", how="inner"))
+        existing = lake.read(spark, cfg, "gold.review_sentiment")
+        done = existing.where(F.col("model_version") == F.lit(model.version)).select("review_id")
+        todo = corpus.join(done, on="review_id", how="left_anti")
+        scorer = udfs.sentiment_scorer(model.uri, model.tracking_uri,
+                                       int(scfg.get("batch_size", 512)))
+        persisted: list[DataFrame] = []
+        try:
+            with _arrow_batch(spark, int(scfg.get("batch_size", 512))):
+                scores = todo.select("review_id", "text").mapInPandas(scorer, udfs.SENTIMENT_SCORES)
+                rows = st.review_sentiment_rows(
+                    todo, scores, {"negative_below": scfg.get("negative_below", 0.4),
+                                   "positive_from": scfg.get("positive_from", 0.6)},
+                    model.name, model.version, run_date, run.run_id,
+                ).persist(StorageLevel.MEMORY_AND_DISK)
+                persisted.append(rows)
+                counts = {"scored": rows.count(), "skipped": 0, "model_version": model.version}
+            if dry_run:
+                scored = existing.join(rows.select("review_id"), on="review_id",
+                                       how="left_anti").unionByName(rows)
+            else:
+                lake.merge_upsert(spark, cfg, "gold.review_sentiment", rows, ["review_id"])
+                scored = lake.read(spark, cfg, "gold.review_sentiment")
+            items = st.item_sentiment(scored, run.run_id).persist(StorageLevel.MEMORY_AND_DISK)
+            persisted.append(items)
+            counts["item_sentiment"] = items.count()
+
+            window = F.col("review_date") > F.lit(run_date - int(tcfg.get("window_days", 90)) * DAY)
+            recent = scored.where(window & (F.col("review_date") <= F.lit(run_date)))
+            texts = corpus.join(recent.select("review_id"), on="review_id", how="left_semi")
+            terms = st.complaint_terms(
+                recent, st.review_terms(texts), int(tcfg.get("top_n", 20)),
+                int(tcfg.get("min_reviews", 2)), float(tcfg.get("prior", 0.5)), run_date,
+                run.run_id).persist(StorageLevel.MEMORY_AND_DISK)
+            persisted.append(terms)
+            counts["complaint_terms"] = terms.count()
+            if not dry_run:
+                lake.overwrite_all(spark, cfg, "gold.item_sentiment", items)
+                lake.overwrite_where(spark, cfg, "gold.complaint_terms", terms,
+                                     f"run_date = {_date_sql(run_date)}")
+            run.add(**counts)
+            log.info("review sentiment %s%s: %s", run_date, " (dry run)" if dry_run else "", counts)
+            return counts
+        finally:
+            for df in persisted:
+                df.unpersist()

@@ -1,0 +1,213 @@
+"""Stages that turn bronze into silver.sessions and the gold feature tables.
+
+Each stage reads its inputs through ``lake``, calls the pure transforms of ``sessions`` and
+``features``, writes idempotently (MERGE on a key, ``replaceWhere`` on the rows it owns, or a full
+overwrite for full recomputes), logs its counts in ops.runs through ``runlog.tracked`` and returns
+them.
+
+Late events (``run_sessions``): the run passes the event dates its ingest wrote to (``dates``;
+the run date alone by default). Affected users are those with any bronze event on those dates;
+their sessions with ``session_date`` in ``[min(dates) - 1, max(dates) + 1]`` are recomputed from
+their events one day wider on each side (so a session crossing midnight into or out of the range
+is seen whole) and MERGEd: changed/new sessions upserted, their sessions in the range that no
+longer exist (e.g. two sessions joined by a late event) deleted, in one commit. This is exact as
+long as no session lasts more than 24 hours of continuous activity.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Iterable
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from demandlake import lake, runlog
+from demandlake.config import Config
+from demandlake.features.review_corpus import review_corpus
+from demandlake.features.sequences import (
+    SCORE_SPLIT, SPLITS, build_examples, build_vocabularies, plan_cutoffs, vocabulary_through,
+)
+from demandlake.features.user_features import build_user_features
+from demandlake.sessions import sessionize
+
+log = logging.getLogger(__name__)
+
+DAY = dt.timedelta(days=1)
+TRAINING_SPLITS_PREDICATE = "split IN (" + ", ".join(f"'{s}'" for s in SPLITS) + ")"
+
+
+def _timezone(cfg: Config) -> str:
+    return cfg.get("lake.timezone", "UTC") or "UTC"
+
+
+def _date_sql(d: dt.date) -> str:
+    return f"DATE'{d.isoformat()}'"
+
+
+def run_sessions(spark: SparkSession, cfg: Config, run_date: dt.date,
+                 dates: Iterable[dt.date] | None = None, full: bool = False) -> dict[str, int]:
+    """Sessionize new (and late) bronze events into silver.sessions.
+
+    Args:
+        run_date: the run's logical date.
+        dates: event dates the run's ingest wrote to (late dates included); default ``[run_date]``.
+        full: recompute every session (also done when silver.sessions is empty).
+
+    Returns:
+        Counts: full (1/0), affected_users, sessions (rows in the table after a full run),
+        inserted, updated, deleted.
+    """
+    transform = sessionize(float(cfg.get("sessions.gap_minutes", 30)),
+                           int(cfg.get("sessions.max_sequence_length", 50)), _timezone(cfg))
+    with runlog.tracked(spark, cfg, "sessions", run_date) as run:
+        events = lake.read(spark, cfg, "bronze.events")
+        current = lake.read(spark, cfg, "silver.sessions")
+        if full or current.limit(1).count() == 0:
+            lake.overwrite_all(spark, cfg, "silver.sessions", events.transform(transform))
+            counts = {"full": 1, "sessions": lake.read(spark, cfg, "silver.sessions").count()}
+            run.add(**counts)
+            return counts
+        days = sorted(set(dates or [run_date]))
+        lo, hi = days[0] - DAY, days[-1] + DAY
+        affected = events.where(F.col("event_date").isin(days)).select("user_id").distinct()
+        nearby = events.where(F.col("event_date").between(lo - DAY, hi + DAY))
+        fresh = (nearby.join(affected, on="user_id", how="left_semi").transform(transform)
+                 .where(F.col("session_date").between(lo, hi)))
+        in_range = f"session_date BETWEEN {_date_sql(lo)} AND {_date_sql(hi)}"
+        stale = (current.where(in_range).join(affected, on="user_id", how="left_semi")
+                 .select("session_id"))
+        merged = lake.merge_changes(spark, cfg, "silver.sessions", fresh, stale, ["session_id"],
+                                    prune=f"t.{in_range}")
+        counts = {"full": 0, "affected_users": affected.count(),
+                  "inserted": merged.get("num_inserted_rows", 0),
+                  "updated": merged.get("num_updated_rows", 0),
+                  "deleted": merged.get("num_deleted_rows", 0)}
+        run.add(**counts, first_date=lo, last_date=hi)
+        return counts
+
+
+def run_features(spark: SparkSession, cfg: Config, snapshot_date: dt.date,
+                 sentiment: DataFrame | None = None) -> dict[str, int]:
+    """Recompute gold.user_features for one snapshot date (replaces exactly that partition).
+
+    Args:
+        snapshot_date: features see events with event_date <= this date only.
+        sentiment: optional ``(user_id, sentiment)`` rows from the sentiment model.
+
+    Returns:
+        Counts: users.
+    """
+    with runlog.tracked(spark, cfg, "features", snapshot_date) as run:
+        events = lake.read(spark, cfg, "bronze.events").where(F.col("event_date") <= snapshot_date)
+        features = build_user_features(
+            events, lake.read(spark, cfg, "bronze.reviews"), snapshot_date,
+            windows_days=cfg.get("features.windows_days", [7, 30, 90]),
+            top_k=int(cfg.get("features.top_k", 5)), timezone=_timezone(cfg),
+            gap_minutes=float(cfg.get("sessions.gap_minutes", 30)), sentiment=sentiment,
+        )
+        lake.overwrite_where(spark, cfg, "gold.user_features", features,
+                             f"snapshot_date = {_date_sql(snapshot_date)}")
+        users = (lake.read(spark, cfg, "gold.user_features")
+                 .where(F.col("snapshot_date") == snapshot_date).count())
+        run.add(users=users)
+        return {"users": users}
+
+
+def history_bounds(events: DataFrame, start_quantile: float) -> tuple[dt.date, dt.date]:
+    """(first, last) date of the event history; first is the ``start_quantile`` of event dates,
+    so a handful of stray old events (Taobao has some from September) do not stretch the cutoff
+    plan over empty months."""
+    row = events.agg(
+        F.percentile_approx(F.unix_date(F.col("event_date")), float(start_quantile)).alias("first"),
+        F.max("event_date").alias("last"),
+    ).first()
+    if row is None or row["last"] is None:
+        raise ValueError("bronze.events is empty: nothing to build sequences from")
+    return dt.date(1970, 1, 1) + dt.timedelta(days=int(row["first"])), row["last"]
+
+
+def run_sequence_examples(spark: SparkSession, cfg: Config) -> dict[str, int]:
+    """Rebuild gold.vocabularies and the training splits of gold.sequence_examples from the
+    whole bronze history (rows of split ``score``, if any were stored, are kept).
+
+    Returns:
+        Counts: cutoffs, examples per split, positive train labels, vocabulary sizes.
+    """
+    horizon = int(cfg.get("sequences.horizon_days", 7))
+    with runlog.tracked(spark, cfg, "sequence_examples", None) as run:
+        events = lake.read(spark, cfg, "bronze.events")
+        first, last = history_bounds(events, cfg.get("sequences.history_start_quantile", 0.001))
+        fractions = cfg.get("sequences.split", {"train": 0.6, "validation": 0.2, "test": 0.2})
+        plan = plan_cutoffs(first, last, int(cfg.get("sequences.cutoff_step_days", 1)), horizon,
+                            fractions)
+        through = vocabulary_through(plan, horizon)
+        vocab = build_vocabularies(events, through, int(cfg.get("sequences.min_item_count", 2)))
+        lake.overwrite_all(spark, cfg, "gold.vocabularies", vocab)
+        examples = build_examples(
+            events, lake.read(spark, cfg, "gold.vocabularies"), plan,
+            max_length=int(cfg.get("sequences.max_length", 50)), horizon_days=horizon,
+            price_buckets=cfg.get("sequences.price_buckets", [0, 10, 20, 50, 100, 200, 500, 1000]),
+            with_labels=True, min_events=int(cfg.get("sequences.min_events", 2)),
+        )
+        lake.overwrite_where(spark, cfg, "gold.sequence_examples", examples,
+                             TRAINING_SPLITS_PREDICATE)
+        stored = lake.read(spark, cfg, "gold.sequence_examples").where(TRAINING_SPLITS_PREDICATE)
+        counts = {"cutoffs": len(plan)}
+        for row in stored.groupBy("split").agg(F.count(F.lit(1)).alias("n"),
+                                               F.sum("label_purchase").alias("pos")).collect():
+            counts[f"examples_{row['split']}"] = int(row["n"])
+            counts[f"positives_{row['split']}"] = int(row["pos"] or 0)
+        for row in lake.read(spark, cfg, "gold.vocabularies").groupBy("vocab").count().collect():
+            counts[f"vocab_{row['vocab']}"] = int(row["count"])
+        run.add(**counts, history_first=first, history_last=last, vocab_through=through)
+        log.info("sequence examples: %s", counts)
+        return counts
+
+
+def build_scoring_sequences(spark: SparkSession, cfg: Config, run_date: dt.date) -> DataFrame:
+    """Latest sequences of every user with an event on or before ``run_date`` (split ``score``,
+    cutoff ``run_date + 1``, labels null), coded with the stored vocabulary (unseen tokens -> 1).
+
+    Returns:
+        A lazy DataFrame of gold.sequence_examples rows (the caller scores and writes it).
+
+    Raises:
+        RuntimeError: when no vocabulary was built yet.
+    """
+    with runlog.tracked(spark, cfg, "score_sequences", run_date) as run:
+        vocab = lake.read(spark, cfg, "gold.vocabularies")
+        built_through = vocab.agg(F.max("built_through")).first()[0]
+        if built_through is None:
+            raise RuntimeError("gold.vocabularies is empty: run run_sequence_examples first")
+        events = lake.read(spark, cfg, "bronze.events").where(F.col("event_date") <= run_date)
+        cutoff = run_date + DAY
+        run.add(cutoff_date=cutoff, vocab_built_through=built_through)
+        return build_examples(
+            events, vocab, [(cutoff, SCORE_SPLIT)],
+            max_length=int(cfg.get("sequences.max_length", 50)),
+            horizon_days=int(cfg.get("sequences.horizon_days", 7)),
+            price_buckets=cfg.get("sequences.price_buckets", [0, 10, 20, 50, 100, 200, 500, 1000]),
+            with_labels=False, min_events=1,
+        )
+
+
+def run_review_corpus(spark: SparkSession, cfg: Config) -> dict[str, int]:
+    """Rebuild gold.review_corpus from all of bronze.reviews (a full recompute).
+
+    Returns:
+        Counts: reviews_read, rows, excluded_no_text, and rows per split.
+    """
+    with runlog.tracked(spark, cfg, "review_corpus", None) as run:
+        reviews = lake.read(spark, cfg, "bronze.reviews")
+        corpus = reviews.transform(
+            review_corpus(cfg.get("reviews.split", {"train": 0.8, "validation": 0.1, "test": 0.1})))
+        lake.overwrite_all(spark, cfg, "gold.review_corpus", corpus)
+        read = reviews.count()
+        stored = lake.read(spark, cfg, "gold.review_corpus")
+        by_split = {r["split"]: int(r["count"]) for r in stored.groupBy("split").count().collect()}
+        rows = sum(by_split.values())
+        counts = {"reviews_read": read, "rows": rows, "excluded_no_text": read - rows,
+                  **{f"rows_{s}": by_split.get(s, 0) for s in SPLITS}}
+        run.add(**counts)
+        return counts

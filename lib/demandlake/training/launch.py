@@ -1,0 +1,129 @@
+"""Launchers: how the ranks of :func:`~demandlake.training.horovod_trainer.train` are started.
+
+``training.launcher`` picks one:
+
+- ``local`` (embedded default): this process is the only rank (size 1, no horovodrun);
+- ``horovodrun``: ``horovodrun -np N -H HOSTS --gloo python -m demandlake.training.worker``
+  as a subprocess (hosts default ``localhost:N``), the job described in ``OUT/job.json``;
+- ``spark``: ``horovod.spark.run(fn, num_proc=N)`` inside the running (classic, not Connect)
+  Spark application: N barrier-free Spark tasks that must all run at once, so the cluster needs N
+  free task slots (on GPU clusters also ``spark.task.resource.gpu.amount=1``).
+
+All three return rank 0's result dict.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LAUNCHERS = ("local", "horovodrun", "spark")
+
+
+def _rank_env(tcfg: dict, num_proc: int) -> dict[str, str]:
+    """Thread settings for every rank: N ranks on one host must not each take every core
+    (``training.threads``, else this host's cores divided by the ranks)."""
+    threads = str(int(tcfg.get("threads") or 0) or max(1, (os.cpu_count() or 1) // num_proc))
+    return {"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads,
+            "TF_NUM_INTEROP_THREADS": threads, "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONUNBUFFERED": "1"}
+
+
+def launch(task: str, cfg: dict, data_spec: dict, out_dir: str, spark=None) -> dict:
+    """Run the training job with the configured launcher.
+
+    Args:
+        task: ``sequence`` or ``sentiment``.
+        cfg: resolved configuration (``Config.data``).
+        data_spec: see :func:`~demandlake.training.horovod_trainer.train`.
+        out_dir: folder for checkpoints, logs and the result (shared by the ranks).
+        spark: the active session (``spark`` launcher only).
+
+    Returns:
+        Rank 0's result.
+    """
+    tcfg = dict(cfg.get("training") or {})
+    launcher = tcfg.get("launcher", "local")
+    num_proc = int(tcfg.get("num_proc", 1))
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"training.launcher must be one of {LAUNCHERS}, got {launcher!r}")
+    if num_proc < 1:
+        raise ValueError(f"training.num_proc must be >= 1, got {num_proc}")
+    spec = {**data_spec, "launcher": launcher}
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    log.info("training %s with launcher %s, %d rank(s), out %s", task, launcher, num_proc,
+             out_dir)
+    if launcher == "local":
+        if num_proc != 1:
+            raise ValueError("the local launcher runs exactly one rank; use horovodrun or spark")
+        from demandlake.training.horovod_trainer import train
+
+        return train(task, cfg, spec, out_dir)
+    if launcher == "horovodrun":
+        return run_horovodrun(task, cfg, spec, out_dir, num_proc, tcfg.get("hosts") or None,
+                              _rank_env(tcfg, num_proc), int(tcfg.get("timeout_s") or 0) or None)
+    if spark is None:
+        raise ValueError("the spark launcher needs the SparkSession")
+    return run_on_spark(task, cfg, spec, out_dir, num_proc, _rank_env(tcfg, num_proc),
+                        int(tcfg.get("start_timeout_s") or 600))
+
+
+def horovodrun_command(num_proc: int, job_file: str, hosts: str | None = None) -> list[str]:
+    """The ``horovodrun`` command line for a job file."""
+    exe = Path(sys.executable).parent / "horovodrun"
+    return [str(exe) if exe.exists() else "horovodrun", "-np", str(num_proc),
+            "-H", hosts or f"localhost:{num_proc}", "--gloo",
+            sys.executable, "-m", "demandlake.training.worker", "--job", str(job_file)]
+
+
+def run_horovodrun(task: str, cfg: dict, data_spec: dict, out_dir: str, num_proc: int,
+                   hosts: str | None = None, env: dict | None = None,
+                   timeout_s: int | None = None) -> dict:
+    """Start the ranks with ``horovodrun --gloo`` and wait; output goes to ``OUT/horovodrun.log``.
+
+    Raises:
+        RuntimeError: a rank failed (the log's tail is in the message).
+    """
+    out = Path(out_dir)
+    job = out / "job.json"
+    job.write_text(json.dumps({"task": task, "cfg": cfg, "data_spec": data_spec,
+                               "out_dir": str(out)}, default=str))
+    (out / "result.json").unlink(missing_ok=True)
+    cmd = horovodrun_command(num_proc, str(job), hosts)
+    run_env = {**os.environ, **(env or {})}
+    lib = str(Path(__file__).resolve().parents[2])
+    run_env["PYTHONPATH"] = os.pathsep.join(p for p in (lib, run_env.get("PYTHONPATH")) if p)
+    log_path = out / "horovodrun.log"
+    log.info("running %s", " ".join(cmd))
+    with open(log_path, "w") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=run_env,
+                              timeout=timeout_s)
+    if proc.returncode != 0 or not (out / "result.json").exists():
+        tail = log_path.read_text(errors="replace")[-4000:]
+        raise RuntimeError(f"horovodrun exited with {proc.returncode}; log {log_path}:\n{tail}")
+    return json.loads((out / "result.json").read_text())
+
+
+def _spark_rank(task: str, cfg: dict, data_spec: dict, out_dir: str, env: dict) -> dict:
+    """Body of each Spark task started by ``horovod.spark.run`` (imports happen on the worker)."""
+    os.environ.update(env)
+    from demandlake.training.horovod_trainer import _jsonable, train
+
+    result = train(task, cfg, data_spec, out_dir)
+    return _jsonable(result)
+
+
+def run_on_spark(task: str, cfg: dict, data_spec: dict, out_dir: str, num_proc: int,
+                 env: dict | None = None, start_timeout_s: int = 600) -> dict:
+    """Run the ranks as Spark tasks with ``horovod.spark.run`` (Gloo); returns rank 0's result."""
+    import horovod.spark
+
+    results = horovod.spark.run(
+        _spark_rank, args=(task, cfg, data_spec, out_dir, dict(env or {})), num_proc=num_proc,
+        use_gloo=True, start_timeout=start_timeout_s, verbose=1)
+    return results[0]

@@ -1,0 +1,154 @@
+"""Tests of the Airflow DAGs. Run them with the AIRFLOW venv's pytest, never the project's:
+
+    AF=$(scripts/airflow_env.sh)
+    DEMANDLAKE_PROJECT_VENV=<project venv> "$AF/bin/python" -m pytest tests/airflow
+
+(``scripts/run_tests.sh`` does exactly that after the project's own suite, which ignores this
+folder.) Airflow reads its configuration when first imported, so everything it needs is set here
+at module level, before any test module imports it: a throw-away ``AIRFLOW_HOME`` (SQLite),
+this repository's ``airflow_dags`` as the DAG folder, no examples, the ``spark_default``
+Connection and the project's Variables as environment variables, and ``PATH``/``SPARK_HOME``/
+``PYSPARK_PYTHON`` pointing at the PROJECT venv, whose ``spark-submit`` the DAGs call (this venv
+only has ``pyspark-client``: no ``spark-submit``, no jars).
+"""
+from __future__ import annotations
+
+import glob
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS_FOLDER = ROOT / "airflow_dags"
+PROJECT_VENV = os.environ.get("DEMANDLAKE_PROJECT_VENV", "")
+
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="demandlake-airflow-home-")
+
+
+def _configure_airflow() -> None:
+    """Everything Airflow reads at import: must run before the first ``import airflow``."""
+    os.environ.update({
+        "AIRFLOW_HOME": _AIRFLOW_HOME,
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # The URI form spark://local[2] does not parse; the JSON form does.
+        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+        "AIRFLOW_VAR_DEMANDLAKE_PROJECT_DIR": str(ROOT),
+        # Replaced by the `lake_variables` fixture; set here so that no render ever lacks it.
+        "AIRFLOW_VAR_DEMANDLAKE_LAKE": str(Path(_AIRFLOW_HOME) / "lake"),
+    })
+    if PROJECT_VENV:
+        venv = Path(PROJECT_VENV)
+        pyspark = sorted(glob.glob(str(venv / "lib" / "python3*" / "site-packages" / "pyspark")))
+        os.environ["PATH"] = f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+        python = str(venv / "bin" / "python")
+        os.environ["PYSPARK_PYTHON"] = os.environ["PYSPARK_DRIVER_PYTHON"] = python
+        if pyspark:
+            os.environ["SPARK_HOME"] = pyspark[-1]
+        # Two cores shared by everything: keep TF/BLAS threads (score imports TF) to what they have.
+        os.environ.setdefault("OMP_NUM_THREADS", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _airflow_installed() -> bool:
+    # Not importlib.util.find_spec("airflow"): under pytest this very folder would pass for a
+    # namespace package of that name.
+    try:
+        importlib.metadata.distribution("apache-airflow-core")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+if _airflow_installed():
+    _configure_airflow()
+else:
+    # Collected by the project venv's pytest (which has no Airflow): these belong to Airflow's.
+    collect_ignore_glob = ["test_*.py"]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """A fresh SQLite metadata database in the temporary AIRFLOW_HOME."""
+    from airflow.utils import db
+
+    db.initdb()
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def dagbag():
+    """Every DAG file in airflow_dags, parsed the way the DAG processor parses it."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS_FOLDER))
+
+
+@pytest.fixture(scope="session")
+def project_venv() -> Path:
+    """The project venv (pyspark, delta, the demandlake package) the DAGs' jobs run in."""
+    if not PROJECT_VENV:
+        pytest.skip("set DEMANDLAKE_PROJECT_VENV to the project venv (scripts/run_tests.sh does)")
+    venv = Path(PROJECT_VENV)
+    if not (venv / "bin" / "spark-submit").exists():
+        pytest.fail(f"no spark-submit in the project venv {venv}")
+    return venv
+
+
+def _run(cmd: list[str], **kw) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+    if proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def lake(project_venv, tmp_path_factory) -> Path:
+    """A tiny generated lake (30 users x 3 days from 2026-11-01), raw data only."""
+    path = tmp_path_factory.mktemp("airflow-lake") / "lake"
+    _run([str(project_venv / "bin" / "demandlake"), "--lake", str(path), "generate",
+          "--users", "30", "--days", "3", "--start-date", "2026-11-01", "--workers", "1"])
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_conf(tmp_path_factory) -> Path:
+    """The extra YAML the DAG passes as --conf-file: few partitions, no Derby start-up."""
+    path = tmp_path_factory.mktemp("airflow-conf") / "small.yaml"
+    path.write_text(
+        "lake:\n  catalog: in-memory\n"
+        "spark:\n  conf:\n"
+        '    spark.sql.shuffle.partitions: "2"\n'
+        '    spark.default.parallelism: "2"\n'
+        '    spark.sql.adaptive.enabled: "false"\n'
+        '    spark.databricks.delta.snapshotPartitions: "1"\n'
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def delta_jars(project_venv) -> str:
+    """The Delta jars the bootstrap cached (offline), comma-separated; '' to use --packages."""
+    code = "from demandlake.spark import cached_delta_jars; print(','.join(cached_delta_jars()))"
+    out = _run([str(project_venv / "bin" / "python"), "-c", code])
+    return out.strip().splitlines()[-1] if out.strip() else ""
+
+
+@pytest.fixture
+def lake_variables(monkeypatch, airflow_db, lake, small_conf, delta_jars):
+    """The DAGs' Variables for the tiny lake, as AIRFLOW_VAR_* (read when templates render)."""
+    monkeypatch.setenv("AIRFLOW_VAR_DEMANDLAKE_LAKE", str(lake))
+    monkeypatch.setenv("AIRFLOW_VAR_DEMANDLAKE_CONF_FILE", str(small_conf))
+    if delta_jars:
+        monkeypatch.setenv("AIRFLOW_VAR_DEMANDLAKE_SPARK_JARS", delta_jars)
+    return lake

@@ -1,0 +1,245 @@
+"""Models, tokenization, metrics and sharding: fast tests without Horovod or Spark."""
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from demandlake.models import build_sentiment_model, build_sequence_model  # noqa: E402
+from demandlake.training import evaluate as ev  # noqa: E402
+from demandlake.training import text as tx  # noqa: E402
+from demandlake.training.data import shard_plan  # noqa: E402
+from demandlake.training.horovod_trainer import epoch_order  # noqa: E402
+
+VOCAB = {"item": 50, "category": 10, "event_type": 6}
+L = 8
+
+
+def _sequence_batch(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = {k: rng.integers(2, v, (n, L)).astype("int32") for k, v in
+         (("item_ids", 50), ("category_ids", 10), ("event_type_ids", 6), ("price_buckets", 8))}
+    x["time_gaps"] = rng.exponential(60, (n, L)).astype("float32")
+    x["static_features"] = rng.normal(size=(n, 5)).astype("float32")
+    for k in ("item_ids", "category_ids", "event_type_ids", "price_buckets", "time_gaps"):
+        x[k][:, :3] = 0  # left padding
+    return x
+
+
+@pytest.mark.parametrize("encoder", ["lstm", "gru", "attention"])
+def test_sequence_model_returns_probability_and_category_distribution(encoder):
+    model = build_sequence_model(VOCAB, L, 5, VOCAB["category"], encoder=encoder, hidden=16)
+    out = model(_sequence_batch(), training=False)
+    purchase, cats = np.asarray(out["purchase"]), np.asarray(out["categories"])
+    assert purchase.shape == (4, 1) and cats.shape == (4, VOCAB["category"])
+    assert ((purchase > 0) & (purchase < 1)).all()
+    np.testing.assert_allclose(cats.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("encoder", ["lstm", "gru", "attention"])
+def test_sequence_model_treats_out_of_range_ids_as_oov(encoder):
+    model = build_sequence_model(VOCAB, L, 5, VOCAB["category"], encoder=encoder, hidden=16)
+    x = _sequence_batch()
+    bad = {k: v.copy() for k, v in x.items()}
+    bad["item_ids"][:, -1] = [50, 10**6, -5, 2**31 - 1]
+    bad["category_ids"][:, -2] = 999
+    expected = {k: v.copy() for k, v in x.items()}
+    expected["item_ids"][:, -1] = 1
+    expected["category_ids"][:, -2] = 1
+    got, want = model(bad, training=False), model(expected, training=False)
+    for head in ("purchase", "categories"):
+        np.testing.assert_allclose(np.asarray(got[head]), np.asarray(want[head]), atol=1e-6)
+
+
+@pytest.mark.parametrize("encoder", ["lstm", "gru", "attention"])
+def test_sequence_model_ignores_what_padded_steps_contain(encoder):
+    model = build_sequence_model(VOCAB, L, 5, VOCAB["category"], encoder=encoder, hidden=16)
+    x = _sequence_batch()
+    noisy = {k: v.copy() for k, v in x.items()}
+    noisy["category_ids"][:, :3] = 7
+    noisy["time_gaps"][:, :3] = 1e5
+    noisy["event_type_ids"][:, :3] = 4
+    a, b = model(x, training=False), model(noisy, training=False)
+    np.testing.assert_allclose(np.asarray(a["purchase"]), np.asarray(b["purchase"]), atol=1e-5)
+
+
+def test_sequence_model_round_trips_through_a_keras_file(tmp_path):
+    model = build_sequence_model(VOCAB, L, 5, VOCAB["category"], encoder="attention", hidden=16)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = _sequence_batch()
+    np.testing.assert_allclose(np.asarray(loaded(x)["categories"]),
+                               np.asarray(model(x)["categories"]), atol=1e-6)
+
+
+def test_sequence_model_rejects_unknown_encoder_and_tiny_vocabularies():
+    with pytest.raises(ValueError, match="encoder"):
+        build_sequence_model(VOCAB, L, 5, 10, encoder="transformer-xl")
+    with pytest.raises(ValueError, match="item"):
+        build_sequence_model({**VOCAB, "item": 1}, L, 5, 10)
+    with pytest.raises(ValueError, match="category_head"):
+        build_sequence_model(VOCAB, L, 5, 10, category_head="tanh")
+
+
+@pytest.mark.parametrize("architecture", ["textcnn", "bilstm"])
+def test_sentiment_model_maps_ids_to_one_probability_and_clips_oov(architecture):
+    model = build_sentiment_model(30, 12, architecture=architecture, embedding_dim=8,
+                                  filters=4, lstm_units=4, hidden=8)
+    ids = np.array([[5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0], [5, 6, 99, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
+    oov = ids.copy()
+    oov[1, 2] = 1
+    got = np.asarray(model({"token_ids": ids})["positive"])
+    assert got.shape == (2, 1) and ((got > 0) & (got < 1)).all()
+    np.testing.assert_allclose(got[1], np.asarray(model({"token_ids": oov})["positive"])[1],
+                               atol=1e-6)
+
+
+def test_sentiment_model_rejects_kernels_longer_than_the_text():
+    with pytest.raises(ValueError, match="kernel_sizes"):
+        build_sentiment_model(30, 3, kernel_sizes=(2, 5))
+    with pytest.raises(ValueError, match="architecture"):
+        build_sentiment_model(30, 12, architecture="gpt")
+
+
+# ---- tokenization ----------------------------------------------------------------------------
+def test_char_tokenizer_splits_han_characters_and_keeps_lowercased_english_words():
+    layer = tx.build_vectorizer("char", 16)
+    counts = tx.count_tokens(["我爱这件Dress！", "Great dress, 好!"], layer)
+    assert counts == collections.Counter({"dress": 2, "我": 1, "爱": 1, "这": 1, "件": 1,
+                                          "great": 1, "好": 1})
+
+
+def test_jieba_tokenizer_segments_chinese_into_words_and_passes_english_through():
+    out = tx.presegment(["我非常喜欢这个手机", "Love it!", None], "jieba")
+    assert "喜欢" in out[0].split() and "手机" in out[0].split()
+    assert out[1].split() == ["Love", "it", "!"] and out[2] == ""
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "jieba"])
+def test_counted_vocabulary_equals_what_keras_adapt_learns(tokenizer):
+    texts = tx.presegment(["质量很好，很喜欢", "太差了 不推荐", "Love this dress", "awful, awful"],
+                          tokenizer)
+    counted = tx.select_vocabulary(tx.count_tokens(texts, tx.build_vectorizer(tokenizer, 8)),
+                                   1000)
+    adapted = tx.build_vectorizer(tokenizer, 8)
+    adapted.adapt(np.asarray(texts, dtype=object))
+    assert sorted(counted) == sorted(adapted.get_vocabulary()[2:])
+
+
+def test_select_vocabulary_orders_by_count_then_token_and_drops_rare():
+    counts = collections.Counter({"b": 3, "a": 3, "c": 5, "d": 1, "": 9, "[UNK]": 9})
+    assert tx.select_vocabulary(counts, 5, min_count=2) == ["c", "a", "b"]
+    with pytest.raises(ValueError):
+        tx.select_vocabulary(counts, 2)
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "jieba"])
+def test_inference_model_saved_with_its_vocabulary_tokenizes_like_training(tmp_path, tokenizer):
+    train_texts = ["这个手机很好用", "衣服质量太差", "Love this dress", "Terrible fabric"]
+    pre = tx.presegment(train_texts, tokenizer)
+    vocab = tx.select_vocabulary(tx.count_tokens(pre, tx.build_vectorizer(tokenizer, 10)), 100)
+    vec = tx.build_vectorizer(tokenizer, 10, vocab)
+    model = tx.inference_model(vec, build_sentiment_model(len(vocab) + 2, 10, embedding_dim=8,
+                                                          filters=4, hidden=4))
+    model.save(tmp_path / "s.keras")
+    loaded = keras.saving.load_model(tmp_path / "s.keras")
+    new = tx.presegment(["手机很好 LOVE it", "质量差, terrible!"], tokenizer)
+    loaded_vec = next(layer for layer in loaded.layers if layer.name == "vectorizer")
+    assert loaded_vec.get_vocabulary() == vec.get_vocabulary()
+    np.testing.assert_array_equal(np.asarray(loaded_vec(np.asarray(new, dtype=object))),
+                                  tx.vectorize(new, vec))
+    np.testing.assert_allclose(np.asarray(loaded(np.asarray(new, dtype=object))["positive"]),
+                               np.asarray(model(np.asarray(new, dtype=object))["positive"]),
+                               atol=1e-6)
+
+
+def test_presegment_rejects_unknown_tokenizer():
+    with pytest.raises(ValueError, match="tokenizer"):
+        tx.presegment(["x"], "bpe")
+
+
+# ---- metrics ------------------------------------------------------------------------------
+def test_binned_binary_metrics_match_scikit_learn():
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(4000) < 0.3).astype(float)
+    p = np.clip(0.3 + 0.25 * (y - 0.3) + rng.normal(0, 0.15, y.size), 0.001, 0.999)
+    acc = ev.merge([ev.binary_counts(y[:1500], p[:1500]), ev.binary_counts(y[1500:], p[1500:])])
+    m = ev.binary_metrics(acc)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-3)
+    assert m["pr_auc"] == pytest.approx(average_precision_score(y, p), abs=2e-3)
+    assert m["log_loss"] == pytest.approx(log_loss(y, p), abs=1e-9)
+    assert m["accuracy"] == pytest.approx(((p >= 0.5) == (y == 1)).mean(), abs=1e-3)
+    edges = np.minimum((p * 10).astype(int), 9)
+    ece = sum(abs(p[edges == b].mean() - y[edges == b].mean()) * (edges == b).sum()
+              for b in range(10) if (edges == b).any()) / y.size
+    assert m["ece"] == pytest.approx(ece, abs=1e-9)
+
+
+def test_ranking_counts_give_recall_at_k_and_reciprocal_rank():
+    acc = ev.ranking_counts([[5, 7], None, [9], [], [1]], [[7, 3, 5], [2], [3, 4, 6], [5], [2]],
+                            ks=(1, 3))
+    m = ev.ranking_metrics(acc)
+    # examples counted: [5,7] (recall@1 1/2, @3 2/2, rr 1) and [9] (0, 0, rr 0)
+    assert m == {"recall@1": 0.25, "recall@3": 0.5, "mrr": 0.5, "n_with_purchase": 2.0}
+
+
+def test_neutral_band_excludes_uncertain_predictions():
+    acc = ev.binary_counts([1, 0, 1, 0], [0.9, 0.45, 0.55, 0.1])
+    m = ev.neutral_band_metrics(acc, 0.4, 0.6)
+    assert m == {"coverage": 0.5, "confident_accuracy": 1.0, "neutral_rate": 0.5}
+    with pytest.raises(ValueError):
+        ev.neutral_band_metrics(acc, 0.7, 0.6)
+
+
+def test_binary_counts_rejects_non_binary_labels():
+    with pytest.raises(ValueError, match="0 and 1"):
+        ev.binary_counts([0, 2], [0.1, 0.2])
+
+
+# ---- sharding and data order -----------------------------------------------------------------
+def test_shard_plan_gives_each_rank_every_size_th_file():
+    files = [f"f{i}" for i in range(5)]
+    assert [p.file for p in shard_plan(files, 1, 2)] == ["f1", "f3"]
+    assert [p.file for p in shard_plan(files, 0, 2)] == ["f0", "f2", "f4"]
+
+
+def test_shard_plan_splits_rows_when_files_are_fewer_than_ranks():
+    plans = [shard_plan(["a", "b"], r, 3, [5, 4]) for r in range(3)]
+    rows = [(p.file, i) for plan in plans for p in plan for i in range(p.start, p.stop)]
+    assert sorted(rows) == sorted([("a", i) for i in range(5)] + [("b", i) for i in range(4)])
+    assert [sum(p.stop - p.start for p in plan) for plan in plans] == [3, 3, 3]
+    with pytest.raises(ValueError):
+        shard_plan(["a"], 0, 2)
+    with pytest.raises(ValueError):
+        shard_plan(["a"], 2, 2, [3])
+
+
+def test_epoch_order_is_reproducible_and_changes_with_epoch_and_rank():
+    a = epoch_order(10, 24, seed=7, epoch=2, rank=1)
+    assert np.array_equal(a, epoch_order(10, 24, seed=7, epoch=2, rank=1))
+    assert not np.array_equal(a, epoch_order(10, 24, seed=7, epoch=3, rank=1))
+    assert not np.array_equal(a, epoch_order(10, 24, seed=7, epoch=2, rank=0))
+    assert len(a) == 24 and sorted(a[:10]) == list(range(10))
+
+
+def test_sequence_pyfunc_left_pads_short_rows_and_keeps_the_latest_steps():
+    from demandlake.training.predictors import _matrix
+
+    got = _matrix([[3, 4], [1, 2, 3, 4, 5, 6], None], 4, np.int32)
+    np.testing.assert_array_equal(got, [[0, 0, 3, 4], [3, 4, 5, 6], [0, 0, 0, 0]])
+
+
+def test_snapshot_refuses_tables_whose_files_alone_do_not_tell_the_rows():
+    from demandlake.training.data import check_plain_parquet
+
+    check_plain_parquet({"delta.appendOnly": "false"}, "t")
+    with pytest.raises(ValueError, match="deletion vectors"):
+        check_plain_parquet({"delta.enableDeletionVectors": "true"}, "t")
+    with pytest.raises(ValueError, match="column mapping"):
+        check_plain_parquet({"delta.columnMapping.mode": "name"}, "t")

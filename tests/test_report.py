@@ -1,0 +1,175 @@
+"""The HTML run report: sections, counts for the right date, "not available" notes, rendering.
+
+The rendering check opens the page in headless Chromium (Debian's `chromium` package) and takes a
+screenshot; it is skipped where Chromium is not installed. Set DEMANDLAKE_SCREENSHOT_DIR to keep
+the screenshot for a person to look at.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from demandlake import lake, runlog, schemas
+from demandlake.ingest.bronze import ingest_source
+from demandlake.report import write_report
+
+RUN = dt.date(2026, 11, 14)
+OTHER = dt.date(2026, 11, 13)
+SECTIONS = ["Stage timings and row counts", "Quarantine reasons", "Data quality checks",
+            "Models", "Segments", "Forecast distribution"]
+
+
+def _ev(**kw) -> str:
+    base = {"event_id": "e1", "user_id": "u1", "event_type": "view", "item_id": "i1",
+            "category": "shoes", "brand": "acme", "price": 10.5, "quantity": None,
+            "timestamp": "2026-11-14T10:00:00+00:00"}
+    base.update(kw)
+    return json.dumps(base)
+
+
+def _small_lake(spark, cfg, tmp_path) -> None:
+    """Bronze from 5 raw lines (2 good, 2 negative prices, 1 malformed) and two ops.runs rows."""
+    raw = tmp_path / "events.jsonl"
+    raw.write_text("\n".join([
+        _ev(event_id="a"), _ev(event_id="b", event_type="purchase", quantity=1),
+        _ev(event_id="c", price=-1), _ev(event_id="d", price=-2), '{"event_id": "x", ',
+    ]) + "\n")
+    counts = ingest_source(spark, cfg, "canonical_events", str(raw), RUN)
+    assert (counts["new"], counts["quarantined"]) == (2, 3)
+    with runlog.tracked(spark, cfg, "ingest", RUN) as run:
+        run.add(read=counts["read"], new=counts["new"], quarantined=counts["quarantined"])
+    with pytest.raises(RuntimeError), runlog.tracked(spark, cfg, "sessions", RUN):
+        raise RuntimeError("sessions blew up")
+    with runlog.tracked(spark, cfg, "ingest", OTHER) as run:
+        run.add(read=999)
+
+
+def _forecasts(spark, cfg) -> None:
+    def row(user, day, p, band, fallback):
+        source = "fallback: popularity/no model" if fallback else "model"
+        return (user, day, p, [("shoes", p / 2)], band, fallback, source, None, None, "score-x")
+
+    df = spark.createDataFrame([
+        row("u1", RUN, 0.05, "low", True), row("u2", RUN, 0.07, "low", True),
+        row("u3", RUN, 0.55, "high", False), row("u4", OTHER, 0.9, "high", False),
+    ], schemas.GOLD_DEMAND_FORECASTS)
+    lake.overwrite_where(spark, cfg, "gold.demand_forecasts", df, "true")
+
+
+def _profiles(spark, cfg) -> None:
+    def row(user, day, segment, p, churn):
+        return (user, day, 0, segment, "low", [("shoes", 1.0)], [("acme", 1.0)], [10], None, p,
+                churn, dt.date(2026, 11, 1), day, None, None, "kmeans k=5 seed=7", "score-x")
+
+    df = spark.createDataFrame([
+        row("u1", RUN, "bargain hunters", 0.05, 0.5), row("u2", RUN, "bargain hunters", 0.07, 0.7),
+        row("u3", RUN, "loyal high spenders", 0.55, 0.1),
+        row("u4", OTHER, "loyal high spenders", 0.9, 0.1),
+    ], schemas.GOLD_USER_PROFILES)
+    lake.overwrite_where(spark, cfg, "gold.user_profiles", df, "true")
+
+
+def test_report_has_every_section_with_the_dates_counts(spark, cfg, tmp_path):
+    _small_lake(spark, cfg, tmp_path)
+
+    path = write_report(spark, cfg, RUN)
+
+    assert path == f"{cfg.lake_uri}/_reports/report-2026-11-14.html"
+    page = open(path, encoding="utf-8").read()
+    for title in SECTIONS:
+        assert f"<h2>{title}</h2>" in page, title
+    # ops.runs of RUN only: the ingest with its counts, the failed sessions run with its error.
+    assert "<b>2</b><span>stage runs</span>" in page and "<b>1</b><span>failed</span>" in page
+    assert "new=2<br>quarantined=3<br>read=5" in page
+    assert "RuntimeError: sessions blew up" in page and "read=999" not in page
+    # bronze.quarantine of RUN, grouped by reason, most frequent first.
+    assert ("<td>events</td><td>negative_price</td><td class='num'>2</td></tr>"
+            "<tr><td>events</td><td>malformed_record</td><td class='num'>1</td>") in page
+    # Sources this lake does not have yet.
+    assert "Not available: no ops.quality_checks table" in page
+    assert "Not available: no MLflow store" in page
+    assert "Not available: table gold.user_profiles does not exist" in page
+    assert "Not available: table gold.demand_forecasts does not exist" in page
+    # Self-contained: plots inline, nothing fetched from elsewhere.
+    assert page.count("src='data:image/png;base64,") == 2
+    assert not re.search(r"""(src|href)=['"]?(https?:|//)""", page)
+
+
+def test_report_shows_segments_and_forecasts_of_the_date_only(spark, cfg, tmp_path):
+    _forecasts(spark, cfg)
+    _profiles(spark, cfg)
+
+    page = open(write_report(spark, cfg, RUN, str(tmp_path / "r.html")), encoding="utf-8").read()
+
+    assert "<b>3</b><span>users forecast</span>" in page
+    assert "<b>2</b><span>fallback forecasts</span>" in page
+    assert "<b>1</b><span>band high</span>" in page and "<b>2</b><span>band low</span>" in page
+    assert "<b>3</b><span>users profiled</span>" in page
+    assert ("<td>bargain hunters</td><td class='num'>2</td><td class='num'>0.060</td>"
+            "<td class='num'>0.600</td>") in page
+    assert "<td>loyal high spenders</td><td class='num'>1</td>" in page
+    assert "Not available: table ops.runs does not exist" in page
+
+
+def test_report_lists_quality_checks_when_the_table_exists(spark, cfg):
+    checks = spark.createDataFrame(
+        [(RUN, "events_not_empty", "passed", "2 rows"),
+         (RUN, "no_future_events", "failed", "1 row"),
+         (OTHER, "from_another_day", "passed", "")],
+        "run_date date, check string, status string, detail string")
+    checks.write.format("delta").save(f"{cfg.lake_uri}/ops/quality_checks")
+
+    page = open(write_report(spark, cfg, RUN), encoding="utf-8").read()
+
+    assert "<td>no_future_events</td><td><span class='bad'>failed</span></td><td>1 row</td>" in page
+    assert "events_not_empty" in page and "from_another_day" not in page
+
+
+def test_report_of_an_empty_lake_says_what_is_missing(spark, cfg, tmp_path):
+    out = tmp_path / "sub" / "empty.html"
+    page = open(write_report(spark, cfg, "2026-11-14", str(out)), encoding="utf-8").read()
+    assert page.count("Not available:") == len(SECTIONS)
+
+
+def test_report_rejects_a_date_that_is_not_a_date(spark, cfg):
+    with pytest.raises(ValueError):
+        write_report(spark, cfg, "14/11/2026")
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="headless Chromium not installed "
+                                                "(apt-get install -y chromium)")
+def test_report_renders_in_a_browser(spark, cfg, tmp_path):
+    """Screenshot of the page in headless Chromium: the header's colour proves the CSS applied."""
+    from matplotlib.image import imread
+
+    _small_lake(spark, cfg, tmp_path)
+    _forecasts(spark, cfg)
+    _profiles(spark, cfg)
+    page = write_report(spark, cfg, RUN)
+    shot = tmp_path / "report.png"
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--no-first-run", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+           f"--screenshot={shot}", "--window-size=1200,2000", f"file://{page}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
+
+    pixels = imread(str(shot))
+    assert pixels.shape[:2] == (2000, 1200)
+    header = pixels[10, 600, :3]  # the #1f3a5f header bar
+    assert abs(header - [0x1F / 255, 0x3A / 255, 0x5F / 255]).max() < 0.05, header
+    assert pixels[:, :, :3].std() > 0.05  # not a blank page
+    keep = os.environ.get("DEMANDLAKE_SCREENSHOT_DIR")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        shutil.copy(shot, os.path.join(keep, "report-2026-11-14.png"))

@@ -1,0 +1,389 @@
+"""Nightly scoring: forecasts, profiles, recommendations and review sentiment.
+
+The end-to-end tests share one tiny scored lake (``test_scoring_lake.build``: a dry run, a
+sentiment run and two scoring runs of the same date); expectations are computed from the inline
+input rows, not from the code under test. The pure transforms are tested on a few typed rows.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from chispa import assert_approx_df_equality  # noqa: E402
+from pyspark.sql import types as T  # noqa: E402
+
+import test_scoring_lake as tl  # noqa: E402
+from demandlake.scoring import forecasts as fc  # noqa: E402
+from demandlake.scoring import profiles as pr  # noqa: E402
+from demandlake.scoring import segments as sg  # noqa: E402
+from demandlake.scoring import sentiment as st  # noqa: E402
+
+KEYS = {"gold.demand_forecasts": ["user_id"], "gold.user_profiles": ["user_id"],
+        "gold.recommendations": ["user_id", "rank"]}
+
+
+@pytest.fixture(scope="module")
+def scored(spark, tmp_path_factory):
+    return tl.build(spark, tmp_path_factory.getbasetemp() / "scored_lake")
+
+
+def _expected_active_users() -> set[str]:
+    return {r[1] for r in tl.event_rows() if r[15] <= tl.RUN}
+
+
+def _comparable(frame: pd.DataFrame, keys: list[str]) -> list:
+    rows = frame.drop(columns=["run_id"]).sort_values(keys).reset_index(drop=True)
+    return [tuple(_plain(v) for v in r) for r in rows.itertuples(index=False)]
+
+
+def _plain(v):
+    if isinstance(v, np.ndarray):
+        return tuple(_plain(x) for x in v)
+    if isinstance(v, (list, tuple)):
+        return tuple(_plain(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _plain(x)) for k, x in v.items()))
+    return v
+
+
+# ---- end to end ---------------------------------------------------------------------------------
+def test_dry_run_computes_everything_but_writes_no_output_table(scored):
+    assert scored.dry_tables == {n: 0 for n in tl.OUTPUT_TABLES}
+    for key in ("users", "forecasts", "profiles", "recommendations"):
+        assert scored.dry_counts[key] == scored.first_counts[key] > 0
+
+
+def test_rerunning_the_same_date_leaves_identical_tables(scored):
+    for name, keys in KEYS.items():
+        assert _comparable(scored.first[name], keys) == _comparable(scored.second[name], keys), name
+        first_ids = set(scored.first[name]["run_id"])
+        second_ids = set(scored.second[name]["run_id"])
+        assert len(first_ids) == len(second_ids) == 1 and first_ids != second_ids
+
+
+def test_every_active_user_gets_exactly_one_forecast_and_one_profile(scored):
+    expected = _expected_active_users()
+    assert {"new01", "gone01"} <= expected
+    for name in ("gold.demand_forecasts", "gold.user_profiles"):
+        users = scored.first[name]["user_id"]
+        assert users.is_unique and set(users) == expected, name
+    assert scored.first_counts["users"] == len(expected)
+
+
+def test_a_user_the_models_never_saw_is_scored_by_the_model(scored):
+    f = scored.first["gold.demand_forecasts"].set_index("user_id")
+    # new01's items are all out of the vocabulary: its sequence is OOV ids, still scored.
+    assert f.loc["new01", "source"] == "model" and not f.loc["new01", "is_fallback"]
+    assert (f["model_version"] == scored.sequence_version).all()
+    assert (f["model_name"] == "demandlake-sequence").all()
+    profiles = scored.first["gold.user_profiles"].set_index("user_id")
+    assert profiles.loc["new01", "first_seen"] == tl.RUN == profiles.loc["new01", "last_seen"]
+    assert profiles.loc["gone01", "last_seen"] == tl.START
+
+
+def test_probabilities_and_risks_are_in_0_1(scored):
+    f = scored.first["gold.demand_forecasts"]
+    assert f["purchase_probability"].between(0, 1).all()
+    cats = [c for row in f["top_categories"] for c in row]
+    assert cats and all(0 <= c["probability"] <= 1 for c in cats)
+    assert all(len(row) <= 3 for row in f["top_categories"])
+    known = {c for _, c, _, _ in tl.ITEMS}
+    assert {c["category"] for c in cats} <= known
+    p = scored.first["gold.user_profiles"]
+    assert p["churn_risk"].between(0, 1).all()
+    assert p["purchase_probability"].equals(
+        f.set_index("user_id").loc[p["user_id"], "purchase_probability"].reset_index(drop=True))
+    assert scored.first["gold.review_sentiment"]["probability"].between(0, 1).all()
+
+
+def test_score_bands_follow_the_configured_thresholds(scored):
+    f = scored.first["gold.demand_forecasts"]
+    want = np.where(f["purchase_probability"] >= 0.5, "high",
+                    np.where(f["purchase_probability"] >= 0.2, "medium", "low"))
+    assert list(f["score_band"]) == list(want)
+
+
+def test_recommendations_never_include_items_the_user_bought(scored):
+    bought = {(r[1], r[4]) for r in tl.event_rows() if r[3] == "purchase" and r[15] <= tl.RUN}
+    recs = scored.first["gold.recommendations"]
+    assert len(recs) > 0 and set(recs["source"]) <= {"als", "category_popularity"}
+    assert not {(u, i) for u, i in zip(recs["user_id"], recs["item_id"])} & bought
+    for _, ranks in recs.groupby("user_id")["rank"]:
+        assert sorted(ranks) == list(range(1, len(ranks) + 1)) and len(ranks) <= 4
+    assert not recs.duplicated(["user_id", "item_id"]).any()
+
+
+def test_segments_are_named_and_profiles_carry_model_versions(scored):
+    p = scored.first["gold.user_profiles"]
+    assert set(p["segment"]) <= set(sg.SEGMENT_NAMES)
+    assert (p["sequence_model_version"] == scored.sequence_version).all()
+    assert (p["sentiment_model_version"] == scored.sentiment_version).all()
+    assert set(p["segment_model"]) == {"kmeans k=4 seed=7"}
+    assert set(p["value_tier"]) <= {"high", "medium", "low"}
+    # u-users wrote reviews: their mean sentiment is the mean of their review probabilities.
+    rs = scored.first["gold.review_sentiment"]
+    want = rs.groupby("user_id")["probability"].mean()
+    got = p.set_index("user_id")["review_sentiment"].dropna()
+    assert set(got.index) == set(want.index)
+    np.testing.assert_allclose(got.sort_index(), want.sort_index(), rtol=1e-9)
+
+
+def test_review_sentiment_labels_follow_the_planted_cue_words(scored):
+    rs = scored.first["gold.review_sentiment"]
+    assert len(rs) == len(tl.review_rows()) == scored.sentiment_counts["scored"]
+    planted = {r[0]: ("negative" if r[4] == 1 else "positive") for r in tl.review_rows()}
+    polar = rs[rs["label"] != "neutral"]
+    agree = (polar["label"] == polar["review_id"].map(planted)).mean()
+    assert len(polar) >= 0.6 * len(rs) and agree >= 0.85
+    assert (rs["model_version"] == scored.sentiment_version).all()
+
+
+def test_electronics_negative_share_rises_in_week_two(scored):
+    items = scored.first["gold.item_sentiment"]
+    cat = items[(items["level"] == "category") & (items["category"] == "electronics")]
+    cat = cat.sort_values("week")
+    assert len(cat) >= 2
+    later = cat.iloc[-1]
+    assert later["negative_trend"] > 0 and later["share_negative"] > cat.iloc[0]["share_negative"]
+
+
+def test_complaint_terms_of_electronics_are_negative_cue_words(scored):
+    terms = scored.first["gold.complaint_terms"]
+    elec = terms[terms["category"] == "electronics"].sort_values("rank")
+    assert len(elec) > 0 and (elec["score"] > 0).all()
+    negative_words = set(tl._NEG["en"]) | set(tl._NEG["zh"])
+    assert set(elec["term"].head(3)) & negative_words
+
+
+def test_udf_scores_equal_direct_predict_on_the_same_rows(spark, scored):
+    from demandlake.scoring import udfs
+    from demandlake.training import tracking
+
+    cfg = scored.cfg
+    model, version = tracking.load_serving("demandlake-sequence", cfg=cfg)
+    L, rng = int(cfg["sequences.max_length"]), np.random.default_rng(4)
+    rows = []
+    for i in range(40):
+        n = int(rng.integers(1, L + 1))
+        ids = lambda hi: [0] * (L - n) + [int(v) for v in rng.integers(1, hi, n)]  # noqa: E731
+        rows.append((f"x{i}", ids(40), ids(7), ids(8), ids(11),
+                     [0.0] * (L - n) + [float(v) for v in rng.exponential(3, n)],
+                     [float(v) for v in rng.normal(1, 1, 5)]))
+    schema = T.StructType([T.StructField("user_id", T.StringType())] + [
+        T.StructField(c, T.ArrayType(T.FloatType() if c in ("time_gaps", "static_features")
+                                     else T.IntegerType())) for c in udfs.SEQUENCE_INPUTS])
+    df = spark.createDataFrame(rows, schema).repartition(2)
+    uri = f"models:/demandlake-sequence/{version}"
+    got = (df.mapInPandas(udfs.sequence_scorer(uri, cfg.mlflow_tracking_uri, 7, 3),
+                          udfs.SEQUENCE_SCORES).toPandas().set_index("user_id").sort_index())
+    frame = pd.DataFrame(rows, columns=["user_id", *udfs.SEQUENCE_INPUTS]).set_index("user_id")
+    want = model.predict(frame.reset_index(drop=True)[list(udfs.SEQUENCE_INPUTS)])
+    want.index = frame.index
+    want = want.sort_index()
+    np.testing.assert_allclose(got["purchase_probability"], want["purchase_probability"],
+                               rtol=1e-5, atol=1e-7)
+    for g, w, gs, ws in zip(got["top_category_ids"], want["top_category_ids"],
+                            got["top_category_scores"], want["top_category_scores"]):
+        assert list(g) == list(w)[:3]
+        np.testing.assert_allclose(gs, ws[:3], rtol=1e-5, atol=1e-7)
+
+
+# ---- pure transforms ----------------------------------------------------------------------------
+def _z(**values) -> dict:
+    return {**{f: 0.0 for f in sg.SEGMENT_FEATURES}, **values}
+
+
+@pytest.mark.parametrize("centroid, name", [
+    (_z(recency_days=1.2, monetary=2.0, frequency=2.0), "at risk"),
+    (_z(tenure_days=-1.5, activity=-1.0), "new"),
+    (_z(monetary=0.9, frequency=0.6, price_sensitivity=1.0), "loyal high spenders"),
+    (_z(monetary=0.9, frequency=0.1, price_sensitivity=0.7), "bargain hunters"),
+    (_z(activity=-0.8, conversion=-0.6), "casual browsers"),
+    (_z(activity=0.4, conversion=-0.6), "regular shoppers"),
+    (_z(recency_days=0.74, tenure_days=-0.74, monetary=0.5, frequency=0.5), "loyal high spenders"),
+])
+def test_segment_names_follow_the_rules_on_hand_made_centroids(centroid, name):
+    assert sg.segment_name(centroid) == name
+
+
+def test_segment_rules_take_thresholds_from_config():
+    assert sg.segment_name(_z(recency_days=0.5), {"at_risk_recency": 0.4}) == "at risk"
+
+
+def test_segment_name_rejects_a_centroid_without_every_feature():
+    with pytest.raises(ValueError, match="lacks"):
+        sg.segment_name({"recency_days": 1.0})
+
+
+def test_kmeans_centroids_are_named_from_standardized_features(spark):
+    rows = ([(f"a{i}", 30.0 + i, 60.0, 0.5, 0.0, 0.0, 0.0, 0.5) for i in range(6)]
+            + [(f"b{i}", 1.0, 3.0 + i % 2, 3.0, 2.0, 5.0, 0.6, 0.5) for i in range(6)])
+    inputs = spark.createDataFrame(rows, ["user_id", *sg.SEGMENT_FEATURES])
+    model = sg.segment_pipeline(2, seed=1).fit(inputs)
+    names = sg.centroid_names(model)
+    out = inputs.transform(sg.assign_segments(model, names)).toPandas().set_index("user_id")
+    assert set(out.loc[[f"a{i}" for i in range(6)], "segment"]) == {"at risk"}
+    assert set(out.loc[[f"b{i}" for i in range(6)], "segment"]) == {"new"}
+
+
+FEATURE_SCHEMA = T.StructType([
+    T.StructField("user_id", T.StringType()), T.StructField("segment_id", T.IntegerType()),
+    T.StructField("top_categories", T.ArrayType(T.StructType([
+        T.StructField("name", T.StringType()), T.StructField("weight", T.DoubleType())]))),
+    T.StructField("purchases_by_window", T.MapType(T.IntegerType(), T.LongType())),
+])
+CATS = T.ArrayType(T.StructType([T.StructField("category", T.StringType()),
+                                 T.StructField("probability", T.DoubleType())]))
+
+
+def test_forecasts_fall_back_to_the_segment_base_rate(spark):
+    users = spark.createDataFrame([
+        ("a", 0, [("toys", 1.0)], {7: 2}), ("b", 0, [("books", 0.75), ("toys", 0.25)], {7: 0}),
+        ("c", 1, [], {7: 1}), ("d", 1, [], {7: 0}),
+    ], FEATURE_SCHEMA)
+    scores = spark.createDataFrame([("a", 0.9, [("toys", 0.6)]), ("d", float("nan"), [])],
+                                   T.StructType([T.StructField("user_id", T.StringType()),
+                                                 T.StructField("purchase_probability", T.DoubleType()),
+                                                 T.StructField("top_categories", CATS)]))
+    popular = spark.createDataFrame([([("toys", 0.8), ("books", 0.2)],)],
+                                    T.StructType([T.StructField("_popular", T.ArrayType(
+                                        T.StructType([T.StructField("category", T.StringType()),
+                                                      T.StructField("share", T.DoubleType())])))]))
+    run = dt.date(2026, 11, 10)
+    out = fc.demand_forecasts(users, scores, popular, [7, 30], {"high": 0.8, "medium": 0.4}, 2,
+                              run, "run-1", "demandlake-sequence", 3)
+    expected = [
+        ("a", 0.9, [("toys", 0.6)], "high", False, "model"),
+        ("b", 0.5, [("books", 0.375), ("toys", 0.125)], "medium", True,
+         "fallback: segment_base_rate/no_sequence"),
+        ("c", 0.5, [("toys", 0.4), ("books", 0.1)], "medium", True,
+         "fallback: segment_base_rate/no_sequence"),
+        ("d", 0.5, [("toys", 0.4), ("books", 0.1)], "medium", True,
+         "fallback: segment_base_rate/no_score"),
+    ]
+    got = sorted(out.collect(), key=lambda r: r["user_id"])
+    assert [(r["user_id"], r["purchase_probability"],
+             [(c["category"], pytest.approx(c["probability"])) for c in r["top_categories"]],
+             r["score_band"], r["is_fallback"], r["source"]) for r in got] == expected
+    assert {(r["run_date"], r["model_name"], r["model_version"], r["run_id"]) for r in got} == {
+        (run, "demandlake-sequence", 3, "run-1")}
+    no_model = fc.demand_forecasts(users, None, popular, [7], {"high": 0.8, "medium": 0.4}, 2,
+                                   run, "run-1")
+    assert {r["source"] for r in no_model.collect()} == {"fallback: segment_base_rate/no_model"}
+
+
+def test_model_categories_name_ids_through_the_vocabulary(spark):
+    scores = spark.createDataFrame(
+        [("a", 0.5, [3, 9, 2], [0.6, 0.3, 0.1])],
+        "user_id string, purchase_probability double, top_category_ids array<int>, "
+        "top_category_scores array<double>")
+    vocab = spark.createDataFrame(
+        [("category", "<pad>", 0), ("category", "<oov>", 1), ("category", "toys", 2),
+         ("category", "books", 3), ("item", "x", 9)], "vocab string, token string, id int")
+    cats = fc.category_map(vocab)
+    soft = fc.model_categories(scores, cats, "softmax", 3).first()
+    assert [(c["category"], c["probability"]) for c in soft["top_categories"]] == [
+        ("books", pytest.approx(0.3)), ("toys", pytest.approx(0.05))]
+    sig = fc.model_categories(scores, cats, "sigmoid", 1).first()
+    assert [(c["category"], c["probability"]) for c in sig["top_categories"]] == [("books", 0.6)]
+    with pytest.raises(ValueError, match="head"):
+        fc.model_categories(scores, cats, "argmax", 3)
+
+
+def test_score_band_rejects_unordered_thresholds():
+    with pytest.raises(ValueError, match="bands"):
+        fc.score_band(None, {"high": 0.2, "medium": 0.5})
+
+
+def test_profile_columns_follow_their_rules(spark):
+    from pyspark.sql import functions as F
+
+    df = spark.createDataFrame(
+        [("a", 120.0, 100.0, [0] * 20 + [5, 1, 5, 0], 0.2, 40),
+         ("b", 0.0, 100.0, [0] * 24, 0.9, 0), ("c", 50.0, 100.0, [2] + [0] * 23, 1.0, 3)],
+        "user_id string, revenue double, threshold double, hours array<long>, p double, "
+        "recency int")
+    out = df.select(
+        "user_id", pr.value_tier(F.col("revenue"), F.col("threshold")).alias("tier"),
+        pr.top_hours(F.col("hours")).alias("hours"),
+        pr.churn_risk(F.col("p"), F.col("recency"), 0.5, 30).alias("risk"))
+    expected = spark.createDataFrame(
+        [("a", "high", [20, 22, 21], 0.5 * 0.8 + 0.5 * 1.0), ("b", "low", [], 0.05),
+         ("c", "medium", [0], 0.5 * 0.0 + 0.5 * 0.1)],
+        "user_id string, tier string, hours array<int>, risk double")
+    assert_approx_df_equality(out, expected, 1e-12, ignore_nullable=True, ignore_row_order=True)
+
+
+def test_churn_risk_rejects_a_weight_outside_0_1():
+    with pytest.raises(ValueError, match="weight"):
+        pr.churn_risk(None, None, 1.5, 30)
+
+
+def test_sentiment_labels_and_bad_thresholds(spark):
+    from pyspark.sql import functions as F
+
+    df = spark.createDataFrame([(0.1,), (0.4,), (0.59,), (0.6,)], "p double")
+    labels = [r[0] for r in df.select(st.sentiment_label(F.col("p"), {
+        "negative_below": 0.4, "positive_from": 0.6})).collect()]
+    assert labels == ["negative", "neutral", "neutral", "positive"]
+    with pytest.raises(ValueError, match="negative_below"):
+        st.sentiment_label(F.col("p"), {"negative_below": 0.7, "positive_from": 0.6})
+
+
+def test_complaint_terms_score_is_the_log_odds_z_score(spark):
+    scored = spark.createDataFrame(
+        [("r1", "phones", "negative", 1), ("r2", "phones", "negative", 1),
+         ("r3", "phones", "positive", 1), ("r4", "phones", "positive", 1)],
+        "review_id string, category string, label string, model_version int")
+    terms = spark.createDataFrame(
+        [("r1", ["broken", "screen"]), ("r2", ["broken"]), ("r3", ["screen"]), ("r4", ["great"])],
+        "review_id string, terms array<string>")
+    out = st.complaint_terms(scored, terms, 5, 1, 0.5, dt.date(2026, 11, 10), "run").collect()
+    a = 0.5
+    delta = math.log((2 + a) / (0 + a)) - math.log((0 + a) / (2 + a))
+    want = delta / math.sqrt(1 / (2 + a) + 1 / (0 + a))
+    assert [(r["term"], r["rank"], r["negative_reviews"], r["positive_reviews"]) for r in out] == [
+        ("broken", 1, 2, 0)]  # "screen" is as frequent in positive reviews: score 0, dropped
+    assert out[0]["score"] == pytest.approx(want)
+
+
+def test_review_terms_segment_chinese_and_drop_stop_words(spark):
+    reviews = spark.createDataFrame([("r1", "The screen is BROKEN!"), ("r2", "质量很差，非常失望")],
+                                    "review_id string, text string")
+    got = {r["review_id"]: set(r["terms"]) for r in st.review_terms(reviews).collect()}
+    assert got["r1"] == {"screen", "broken"}
+    assert "失望" in got["r2"] and all(len(t) >= 2 for t in got["r2"])
+
+
+def test_scorers_reject_non_positive_batch_sizes():
+    from demandlake.scoring import udfs
+
+    with pytest.raises(ValueError, match="batch_size"):
+        udfs.sequence_scorer("models:/x/1", None, 0, 3)
+    with pytest.raises(ValueError, match="batch_size"):
+        udfs.sentiment_scorer("models:/x/1", None, 0)
+
+
+def test_run_score_fails_clearly_without_features_for_the_date(spark, cfg):
+    from demandlake.pipeline_score import run_score
+
+    with pytest.raises(RuntimeError, match="features"):
+        run_score(spark, cfg, dt.date(2026, 11, 10))
+
+
+def test_review_sentiment_is_skipped_without_a_serving_model(spark, cfg):
+    from demandlake import lake
+    from demandlake.pipeline_score import run_review_sentiment
+
+    counts = run_review_sentiment(spark, cfg, dt.date(2026, 11, 10))
+    assert counts == {"skipped": 1, "scored": 0}
+    assert lake.read(spark, cfg, "gold.review_sentiment").count() == 0
+    runs = lake.read(spark, cfg, "ops.runs").where("stage = 'review_sentiment'").collect()
+    assert len(runs) == 1 and runs[0]["status"] == "succeeded"
+    assert runs[0]["metrics"]["skipped"] == "1" and "no MLflow store" in runs[0]["metrics"]["reason"]

@@ -1,0 +1,236 @@
+"""Distributed training, checkpoints, launchers and MLflow (small planted-signal data).
+
+The Horovod tests are skipped (with the reason) only when ``horovod.tensorflow`` cannot be
+imported; everything else runs in the test process as a single rank.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from pyspark.sql import types as T  # noqa: E402
+
+from demandlake.config import load_config  # noqa: E402
+from demandlake.training import synthetic as syn  # noqa: E402
+from demandlake.training import tracking  # noqa: E402
+from demandlake.training.horovod_trainer import train  # noqa: E402
+from demandlake.training.launch import launch  # noqa: E402
+
+VOCAB = {"item": 300, "category": 30, "event_type": 8}
+L = 12
+
+
+def _require_horovod():
+    try:
+        import horovod.tensorflow  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"horovod cannot be imported ({exc}); run scripts/bootstrap.sh")
+
+
+def _cfg(**training) -> dict:
+    cfg = load_config().data
+    cfg["training"].update(dict(epochs=4, batch_size=32, learning_rate=0.01, threads=1,
+                                deterministic=True, resume=True, save_all_ranks=True,
+                                baselines=False), **training)
+    cfg["sequence_model"].update(hidden=16, item_dim=8, category_dim=8)
+    cfg["sentiment_model"].update(max_length=24, embedding_dim=16, filters=16, hidden=16,
+                                  min_count=1)
+    return cfg
+
+
+def _weights(out_dir, rank=0):
+    with np.load(f"{out_dir}/weights-rank{rank}.npz") as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
+@pytest.fixture(scope="module")
+def seq_frame():
+    return syn.sequence_examples(1000, max_length=L, seed=1)
+
+
+@pytest.fixture(scope="module")
+def seq_spec(seq_frame, tmp_path_factory):
+    splits = syn.write_parquet(seq_frame, tmp_path_factory.mktemp("seq"), n_files=4)
+    return {"splits": splits, "vocab_sizes": VOCAB, "max_length": L}
+
+
+@pytest.fixture(scope="module")
+def one_rank(seq_spec, tmp_path_factory):
+    """One rank on all the data, 4 epochs, uninterrupted (the reference run)."""
+    out = tmp_path_factory.mktemp("one_rank")
+    return train("sequence", _cfg(), seq_spec, str(out)), out
+
+
+def test_one_rank_learns_the_planted_purchase_signal(one_rank):
+    result, _ = one_rank
+    assert result["metrics"]["test"]["purchase_roc_auc"] > 0.8
+    assert result["metrics"]["test"]["categories_recall@10"] > 0.4  # chance: 10/28
+    assert [e["epoch"] for e in result["epochs"]] == [1, 2, 3, 4]
+
+
+def test_training_keeps_the_weights_of_the_epoch_with_the_lowest_validation_loss(one_rank):
+    result, _ = one_rank
+    history = result["epochs"]
+    best = min(history, key=lambda e: e["val_loss"])
+    assert result["best_epoch"]["epoch"] == best["epoch"]
+    # the final evaluation (other code path, same validation rows) sees that epoch's model
+    assert result["metrics"]["validation"]["purchase_log_loss"] == pytest.approx(
+        best["val_purchase_log_loss"], abs=1e-5)
+
+
+def test_resumed_training_ends_where_the_uninterrupted_run_ends(seq_spec, one_rank, tmp_path):
+    _, reference = one_rank
+    # "Crash" after epoch 2: the first job only runs 2 epochs, then the same job resumes to 4.
+    train("sequence", _cfg(epochs=2), seq_spec, str(tmp_path))
+    assert (tmp_path / "checkpoints" / "ckpt-0002" / "state.json").exists()
+    resumed = train("sequence", _cfg(epochs=4), seq_spec, str(tmp_path))
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3, 4]
+    for got, want in zip(_weights(tmp_path), _weights(reference)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_resuming_with_a_different_model_shape_fails_clearly(seq_spec, one_rank, tmp_path):
+    import shutil
+
+    _, reference = one_rank
+    shutil.copytree(reference / "checkpoints", tmp_path / "checkpoints")
+    cfg = _cfg(epochs=5)
+    cfg["sequence_model"]["hidden"] = 8
+    with pytest.raises(ValueError, match="checkpoint"):
+        train("sequence", cfg, seq_spec, str(tmp_path))
+
+
+def test_two_horovodrun_ranks_end_identical_and_match_one_rank_quality(seq_spec, seq_frame,
+                                                                       one_rank, tmp_path):
+    _require_horovod()
+    result = launch("sequence", _cfg(launcher="horovodrun", num_proc=2), seq_spec,
+                    str(tmp_path))
+    r0, r1 = _weights(tmp_path, 0), _weights(tmp_path, 1)
+    assert len(r0) == len(r1) > 10
+    assert all(np.array_equal(a, b) for a, b in zip(r0, r1))
+    # each rank read its own half of the training rows
+    n_train = int((seq_frame["split"] == "train").sum())
+    assert sum(result["train_rows_per_rank"]) == n_train
+    assert all(0 < n < n_train for n in result["train_rows_per_rank"])
+    one = one_rank[0]["metrics"]["test"]["purchase_roc_auc"]
+    two = result["metrics"]["test"]["purchase_roc_auc"]
+    assert two > 0.8 and abs(one - two) < 0.05
+
+
+# ---- driver runs on Delta tables, MLflow ---------------------------------------------------
+REVIEW_SCHEMA = T.StructType([T.StructField(n, t) for n, t in [
+    ("review_id", T.StringType()), ("user_id", T.StringType()), ("item_id", T.StringType()),
+    ("category", T.StringType()), ("rating", T.IntegerType()), ("label", T.IntegerType()),
+    ("text", T.StringType()), ("language", T.StringType()), ("split", T.StringType()),
+    ("source", T.StringType()), ("n_chars", T.IntegerType())]])
+ARR_I, ARR_F = T.ArrayType(T.IntegerType()), T.ArrayType(T.FloatType())
+SEQ_SCHEMA = T.StructType([T.StructField(n, t) for n, t in [
+    ("user_id", T.StringType()), ("cutoff_date", T.DateType()), ("split", T.StringType()),
+    ("seq_len", T.IntegerType()), ("item_ids", ARR_I), ("category_ids", ARR_I),
+    ("event_type_ids", ARR_I), ("time_gaps", ARR_F), ("price_buckets", ARR_I),
+    ("static_features", ARR_F), ("label_purchase", T.IntegerType()), ("label_categories", ARR_I)]])
+VOCAB_SCHEMA = T.StructType([T.StructField(n, t) for n, t in [
+    ("vocab", T.StringType()), ("token", T.StringType()), ("id", T.IntegerType()),
+    ("count", T.LongType()), ("built_through", T.DateType())]])
+
+
+def _write_delta(spark, frame: pd.DataFrame, schema, path: str, partition: str | None = None):
+    rows = [tuple(r) for r in frame[[f.name for f in schema.fields]].itertuples(index=False)]
+    writer = spark.createDataFrame(rows, schema).write.format("delta").mode("overwrite")
+    if partition:
+        writer = writer.partitionBy(partition)
+    writer.save(path)
+
+
+def test_sentiment_run_on_spark_ranks_registers_a_serving_model(spark, cfg):
+    _require_horovod()
+    from demandlake.training.runner import table_location, train_sentiment_model
+
+    _write_delta(spark, syn.review_corpus(600, seed=2), REVIEW_SCHEMA,
+                 table_location(cfg, "gold.review_corpus"))
+    run_cfg = cfg.with_overrides({"training": _cfg(launcher="spark", num_proc=2,
+                                                   epochs=3)["training"],
+                                  "sentiment_model": _cfg()["sentiment_model"]})
+    result = train_sentiment_model(spark, run_cfg)
+
+    assert all(np.array_equal(a, b) for a, b in zip(_weights(result.out_dir, 0),
+                                                    _weights(result.out_dir, 1)))
+    assert result.metrics["test"]["accuracy"] > 0.85
+    assert result.promoted and result.version == 1
+    model, version = tracking.load_serving("demandlake-sentiment", cfg=run_cfg)
+    pred = model.predict(pd.DataFrame({"text": ["这个手机很好，喜欢", "terrible, awful. returned it"]}))
+    assert version == 1 and pred["probability"][0] > 0.5 > pred["probability"][1]
+
+
+def test_sequence_version_is_promoted_only_when_it_beats_serving(spark, cfg, seq_frame):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from pyspark.sql import functions as F
+
+    from demandlake.training.runner import table_location, train_sequence_model
+
+    _write_delta(spark, seq_frame, SEQ_SCHEMA, table_location(cfg, "gold.sequence_examples"),
+                 "cutoff_date")
+    vocab = pd.DataFrame(
+        [("item", f"i{i}", i, 1, dt.date(2026, 11, 3)) for i in range(VOCAB["item"])]
+        + [("category", f"c{i}", i, 1, dt.date(2026, 11, 3)) for i in range(VOCAB["category"])]
+        + [("event_type", f"e{i}", i, 1, dt.date(2026, 11, 3))
+           for i in range(VOCAB["event_type"])],
+        columns=["vocab", "token", "id", "count", "built_through"])
+    _write_delta(spark, vocab, VOCAB_SCHEMA, table_location(cfg, "gold.vocabularies"))
+    base = _cfg(baselines=True, save_all_ranks=False)
+    first_cfg = cfg.with_overrides({"training": base["training"],
+                                    "sequence_model": base["sequence_model"],
+                                    "sequences.max_length": L})
+    first = train_sequence_model(spark, first_cfg)
+    assert first.promoted and first.version == 1
+    assert first.baselines["static_logistic"]["roc_auc"] > 0.7
+    assert 0 < first.baselines["popularity"]["recall@10"] < 1
+
+    client = MlflowClient()
+    assert len(client.get_metric_history(first.run_id, "train_loss")) == 4
+    assert {a.path for a in client.list_artifacts(first.run_id, "plots")} >= {
+        "plots/purchase_roc_pr.png", "plots/purchase_calibration.png",
+        "plots/categories_recall_at_k.png", "plots/recall_at_k_vs_popularity.png"}
+    run = client.get_run(first.run_id)
+    assert run.data.params["data.version"] == str(first.table_version)
+    assert run.data.params["vocab_size.category"] == str(VOCAB["category"])
+
+    # An untrained model (learning rate 0) is registered but must not take the alias.
+    worse = first_cfg.with_overrides({"training.learning_rate": 0.0, "training.baselines": False,
+                                      "training.epochs": 1})
+    second = train_sequence_model(spark, worse)
+    assert second.version == 2 and not second.promoted
+    assert tracking.serving_version("demandlake-sequence") == 1
+
+    # The serving model scores a Spark DataFrame through mlflow.pyfunc.spark_udf.
+    uri = tracking.serving_model_uri("demandlake-sequence", cfg=first_cfg)
+    udf = mlflow.pyfunc.spark_udf(spark, uri, env_manager="local")
+    cols = ["item_ids", "category_ids", "event_type_ids", "price_buckets", "time_gaps",
+            "static_features"]
+    examples = spark.read.format("delta").load(table_location(cfg, "gold.sequence_examples"))
+    scored = (examples.where(F.col("split") == "test").limit(20)
+              .select(udf(F.struct(*cols)).alias("p")).select("p.*").toPandas())
+    assert len(scored) == 20
+    assert scored["purchase_probability"].between(0, 1).all()
+    assert all(len(ids) == 20 and min(ids) >= 2 for ids in scored["top_category_ids"])
+
+
+def test_is_better_needs_a_strict_finite_improvement():
+    assert tracking.is_better(0.8, None, True)
+    assert tracking.is_better(0.8, 0.7, True) and not tracking.is_better(0.7, 0.7, True)
+    assert tracking.is_better(0.3, 0.4, False) and not tracking.is_better(0.5, 0.4, False)
+    assert not tracking.is_better(float("nan"), 0.4, True)
+    assert not tracking.is_better(0.9, 0.8, True, min_delta=0.2)
+
+
+def test_launch_rejects_unknown_launcher(tmp_path):
+    with pytest.raises(ValueError, match="launcher"):
+        launch("sequence", _cfg(launcher="slurm"), {}, str(tmp_path))
+    with pytest.raises(ValueError, match="one rank"):
+        launch("sequence", _cfg(launcher="local", num_proc=2), {}, str(tmp_path))
