@@ -1,10 +1,12 @@
 -- Analyst questions over the nightly scoring tables (docs/SCORING.md describes the tables).
 --
 -- Each block starts with `-- name: NAME`, then `-- params:` naming its parameters, then one
--- statement. Parameters are Spark SQL named markers (`:run_date`, ...): from Python,
--- `spark.sql(text, args={"run_date": datetime.date(2026, 11, 10), ...})`; in `spark-sql`, replace
--- them with literals (DATE'2026-11-10'). Every query reads the latest scoring run on or before
--- :run_date, so a date without a run falls back to the one before it.
+-- statement. Parameters are Spark SQL named markers (`:run_date`, ...). Replace them with literals
+-- (DATE'2026-11-10', 'electronics') before running a block: `spark.sql(text, args={...})` would
+-- bind them, but with the Delta 4.4.1 session extension on Spark 4.2 no marker is ever bound
+-- (UNBOUND_SQL_PARAMETER even for `SELECT :x`); tests/test_queries.py has a `bind` helper that
+-- renders escaped literals. Every query reads the latest scoring run on or before :run_date, so a
+-- date without a run falls back to the one before it.
 -- tests/test_queries.py runs every block against a freshly scored lake.
 
 

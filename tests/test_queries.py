@@ -5,6 +5,7 @@ from its inline input rows or from the scoring tables read directly, not from th
 """
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 
@@ -19,6 +20,30 @@ TABLES = ("gold.demand_forecasts", "gold.user_profiles", "gold.recommendations",
           "gold.item_sentiment", "gold.complaint_terms", "gold.review_sentiment",
           "gold.user_features", "bronze.events", "ops.runs")
 PARAMS = {"run_date": tl.RUN, "category": "electronics", "min_reviews": 2, "user_id": "u03"}
+
+
+MARKER = re.compile(r"(?<![:\w]):([a-z_]+)\b")
+
+
+def sql_literal(value) -> str:
+    """A Spark SQL literal for a parameter value (dates, numbers, strings)."""
+    if isinstance(value, dt.date):
+        return f"DATE'{value.isoformat()}'"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    raise TypeError(f"no SQL literal for {value!r}")
+
+
+def bind(sql: str, params: dict) -> str:
+    """Replace the named markers with literals.
+
+    ``spark.sql(text, args=...)`` would bind them, but with the Delta 4.4.1 session extension on
+    Spark 4.2 every marker stays unbound (UNBOUND_SQL_PARAMETER, even for ``SELECT :x``), so the
+    markers are rendered as literals here, as docs/queries.sql tells spark-sql users to do.
+    """
+    return MARKER.sub(lambda m: sql_literal(params[m.group(1)]), sql)
 
 
 def parse_queries(text: str) -> dict[str, tuple[str, list[str]]]:
@@ -47,12 +72,19 @@ def run(spark, lake):
 
     def run_query(name: str):
         sql, params = queries[name]
-        used = set(re.findall(r"(?<![:\w]):([a-z_]+)", sql))
+        used = set(MARKER.findall(sql))
         assert used == set(params), f"{name}: declared {params}, used {sorted(used)}"
-        return [r.asDict(recursive=True) for r in
-                spark.sql(sql, args={p: PARAMS[p] for p in params}).collect()]
+        return [r.asDict(recursive=True) for r in spark.sql(bind(sql, PARAMS)).collect()]
 
     return run_query
+
+
+def test_parameters_become_escaped_literals():
+    assert bind("a = :user_id AND d <= :run_date AND n >= :n", {
+        "user_id": "o'hara", "run_date": dt.date(2026, 1, 2), "n": 3}) == (
+        "a = 'o\\'hara' AND d <= DATE'2026-01-02' AND n >= 3")
+    with pytest.raises(KeyError):
+        bind("x = :missing", {})
 
 
 def test_queries_file_has_the_expected_named_blocks():

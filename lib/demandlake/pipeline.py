@@ -191,9 +191,11 @@ def run_day(spark: SparkSession, cfg: Config, run_date: dt.date, *, score: bool 
             if not _has_serving(cfg, model):
                 log.info("[nightly %s] no serving %s model yet: training one", run_date, model)
                 summary[f"train_{model}"] = run_train(spark, cfg, model)
-    log.info("[nightly %s] score", run_date)
     from demandlake import pipeline_score
 
+    log.info("[nightly %s] review sentiment", run_date)
+    summary["review_sentiment"] = pipeline_score.run_review_sentiment(spark, cfg, run_date)
+    log.info("[nightly %s] score", run_date)
     summary["score"] = pipeline_score.run_score(spark, cfg, run_date)
     with runlog.tracked(spark, cfg, "nightly", run_date) as run:
         run.add(stages=",".join(k for k in summary if k != "run_date"))

@@ -79,7 +79,8 @@ def _windows(cfg: Config) -> list[int]:
 
 
 def active_users(spark: SparkSession, cfg: Config, run_date: dt.date) -> DataFrame:
-    """gold.user_features rows of ``run_date`` for users seen in the last scoring.active_days days."""
+    """gold.user_features rows of ``run_date`` of users seen in the last scoring.active_days
+    days."""
     days = int(cfg.get("scoring.active_days", 90))
     return (lake.read(spark, cfg, "gold.user_features")
             .where((F.col("snapshot_date") == F.lit(run_date))
@@ -95,11 +96,13 @@ def _vocabulary(spark: SparkSession, cfg: Config, model: serving.ServingModel) -
         try:
             vocab = spark.read.format("delta").option("versionAsOf", int(trained)).load(location)
             vocab.limit(1).count()
-            log.warning("gold.vocabularies is at v%d, the model was trained on v%s: category ids "
-                        "are named with v%s; sequences use the current ids", current, trained, trained)
+            log.warning("gold.vocabularies is at v%d, the model was trained on v%s: category "
+                        "ids are named with v%s; sequences use the current ids",
+                        current, trained, trained)
             return vocab
         except Exception as exc:  # vacuumed history: the current table is the best there is
-            log.warning("vocabulary v%s of the model is gone (%s); using v%d", trained, exc, current)
+            log.warning("vocabulary v%s of the model is gone (%s); using v%d",
+                        trained, exc, current)
     return lake.read(spark, cfg, "gold.vocabularies")
 
 
@@ -117,7 +120,8 @@ def score_sequences(spark: SparkSession, cfg: Config, run_date: dt.date, users: 
                  .join(users.select("user_id"), on="user_id", how="left_semi"))
     scorer = udfs.sequence_scorer(model.uri, model.tracking_uri,
                                   int(cfg.get("scoring.batch_size", 2048)), top_n)
-    raw = sequences.select("user_id", *udfs.SEQUENCE_INPUTS).mapInPandas(scorer, udfs.SEQUENCE_SCORES)
+    raw = (sequences.select("user_id", *udfs.SEQUENCE_INPUTS)
+           .mapInPandas(scorer, udfs.SEQUENCE_SCORES))
     head = model.param("sequence_model.category_head") or cfg.get("sequence_model.category_head",
                                                                   "softmax")
     return fc.model_categories(raw, fc.category_map(_vocabulary(spark, cfg, model)), head, top_n)
@@ -145,7 +149,8 @@ def _recommendations(spark: SparkSession, cfg: Config, run_date: dt.date, active
     inter = rc.interactions(lookback)
     user_keys = rc.unique_keys(inter, "user_id", "_user")
     item_keys = rc.unique_keys(inter, "item_id", "_item")
-    keyed = (inter.join(user_keys, on="user_id", how="inner").join(item_keys, on="item_id", how="inner")
+    keyed = (inter.join(user_keys, on="user_id", how="inner")
+             .join(item_keys, on="item_id", how="inner")
              .select("_user", "_item", "confidence").persist(StorageLevel.MEMORY_AND_DISK))
     persisted.append(keyed)
     als = None
@@ -183,8 +188,8 @@ def run_score(spark: SparkSession, cfg: Config, run_date: dt.date,
     windows = _windows(cfg)
     top_n = int(cfg.get("scoring.top_categories", 3))
     persisted: list[DataFrame] = []
-    with runlog.tracked(spark, cfg, "score", run_date, dry_run=dry_run) as run, \
-            _arrow_batch(spark, int(cfg.get("scoring.batch_size", 2048))):
+    with (runlog.tracked(spark, cfg, "score", run_date, dry_run=dry_run) as run,
+          _arrow_batch(spark, int(cfg.get("scoring.batch_size", 2048)))):
         try:
             active = active_users(spark, cfg, run_date).persist(StorageLevel.MEMORY_AND_DISK)
             persisted.append(active)

@@ -118,6 +118,7 @@ def sessionize(gap_minutes: float = 30, max_sequence_length: int = 50,
             F.sum(F.when(is_purchase, amount)).alias("_priced_revenue"),
             ordered.alias("_events"),
         )
+
         def present(field: str) -> Column:
             return F.filter(F.transform("_events", lambda e: e[field]), lambda x: x.isNotNull())
 

@@ -70,13 +70,15 @@ def model_categories(scores: DataFrame, categories: DataFrame, head: str, top_n:
     def entry(x: Column) -> Column:
         score = x["top_category_scores"]
         prob = p * score if head == "softmax" else score
-        return F.struct(F.try_element_at(F.col("_categories"), x["top_category_ids"]).alias("category"),
+        name = F.try_element_at(F.col("_categories"), x["top_category_ids"])
+        return F.struct(name.alias("category"),
                         F.least(F.greatest(prob, F.lit(0.0)), F.lit(1.0)).alias("probability"))
 
     named = F.filter(F.transform(F.arrays_zip("top_category_ids", "top_category_scores"), entry),
                      lambda e: e["category"].isNotNull())
     return (scores.crossJoin(F.broadcast(categories))
-            .select("user_id", "purchase_probability", F.slice(named, 1, top_n).alias("top_categories")))
+            .select("user_id", "purchase_probability",
+                    F.slice(named, 1, top_n).alias("top_categories")))
 
 
 def bought_in_window(windows_days: Sequence[int]) -> Column:
@@ -137,9 +139,9 @@ def demand_forecasts(
     with_rates = (base.join(rates, on="segment_id", how="left")
                   .crossJoin(F.broadcast(overall)).crossJoin(F.broadcast(popular)))
     if model_scores is None:
+        no_categories = F.lit(None).cast("array<struct<category:string,probability:double>>")
         scored = with_rates.select("*", F.lit(None).cast("double").alias("_p"),
-                                   F.lit(None).cast("array<struct<category:string,probability:double>>")
-                                   .alias("_cats"), F.lit(False).alias("_has_row"))
+                                   no_categories.alias("_cats"), F.lit(False).alias("_has_row"))
     else:
         scores = model_scores.select("user_id", F.col("purchase_probability").alias("_p"),
                                      F.col("top_categories").alias("_cats"),

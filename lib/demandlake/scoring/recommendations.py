@@ -96,7 +96,8 @@ def fit_als(keyed_interactions: DataFrame, params: Mapping[str, float]):
               rank=int(params.get("rank", 16)), maxIter=int(params.get("max_iter", 8)),
               regParam=float(params.get("reg_param", 0.1)), alpha=float(params.get("alpha", 10.0)),
               seed=int(params.get("seed", 7)), coldStartStrategy="drop", nonnegative=False,
-              numUserBlocks=int(params.get("blocks", 10)), numItemBlocks=int(params.get("blocks", 10)))
+              numUserBlocks=int(params.get("blocks", 10)),
+              numItemBlocks=int(params.get("blocks", 10)))
     return als.fit(keyed_interactions)
 
 
@@ -118,7 +119,8 @@ def als_candidates(model, users: DataFrame, item_keys: DataFrame, n: int) -> Dat
 
 
 def popularity_candidates(forecasts: DataFrame, popular: DataFrame) -> DataFrame:
-    """``user_id``, ``item_id``, ``score`` from the forecast's categories and their popular items."""
+    """``user_id``, ``item_id``, ``score`` from the forecast's categories and their popular
+    items."""
     cats = forecasts.select("user_id", F.explode("top_categories").alias("c")).select(
         "user_id", F.col("c.category").alias("category"), F.col("c.probability").alias("p"))
     return (cats.join(popular, on="category", how="inner")

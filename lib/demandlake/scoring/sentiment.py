@@ -111,8 +111,10 @@ def review_terms(reviews: DataFrame, stop_words: list[str] | None = None) -> Dat
     segmented = reviews.select("review_id", presegment_udf()(F.col("text")).alias("_segmented"))
     tokens = RegexTokenizer(inputCol="_segmented", outputCol="_tokens", toLowercase=True,
                             pattern=r"[\s\p{P}\p{S}]+", minTokenLength=2).transform(segmented)
-    stops = stop_words if stop_words is not None else StopWordsRemover.loadDefaultStopWords("english")
-    kept = StopWordsRemover(inputCol="_tokens", outputCol="_kept", stopWords=stops).transform(tokens)
+    if stop_words is None:
+        stop_words = StopWordsRemover.loadDefaultStopWords("english")
+    kept = StopWordsRemover(inputCol="_tokens", outputCol="_kept",
+                            stopWords=stop_words).transform(tokens)
     return kept.select("review_id", F.array_distinct("_kept").alias("terms"))
 
 
@@ -129,7 +131,8 @@ def complaint_terms(scored: DataFrame, terms: DataFrame, top_n: int, min_reviews
     """
     if top_n < 1 or min_reviews < 1 or prior <= 0:
         raise ValueError("top_n, min_reviews >= 1 and prior > 0 are required")
-    polar = scored.where(F.col("label").isin("negative", "positive") & F.col("category").isNotNull())
+    is_polar = F.col("label").isin("negative", "positive") & F.col("category").isNotNull()
+    polar = scored.where(is_polar)
     totals = polar.groupBy("category").agg(
         F.count_if(F.col("label") == "negative").alias("n_neg"),
         F.count_if(F.col("label") == "positive").alias("n_pos"),

@@ -1,4 +1,4 @@
-"""Which model version scores tonight: the registry's ``serving`` alias, resolved once on the driver.
+"""Which model version scores tonight: the registry's ``serving`` alias, resolved on the driver.
 
 The UDFs receive the resolved ``models:/NAME/VERSION`` URI and the tracking URI, never an alias,
 so every worker loads the same version even if the alias moves while the job runs.

@@ -76,8 +76,8 @@ class SequenceScorer:
     Same contract and numbers as ``SequencePredictor.predict`` (tests compare them), faster:
 
     * inputs: rows of fixed width (what gold.sequence_examples guarantees) are stacked into
-      matrices with one ``np.stack`` per column; a batch with a null or ragged row goes through
-      the predictor's own row-by-row padding instead;
+      matrices with one ``np.concatenate`` per column; a batch with a null or ragged row goes
+      through the predictor's own row-by-row padding instead;
     * the model runs as one traced graph (``tf.function`` with a fixed signature under the
       TensorFlow backend, so every batch size reuses one trace; ``predict_on_batch`` under other
       Keras backends) instead of eagerly layer by layer.
@@ -104,14 +104,20 @@ class SequenceScorer:
 
     def inputs(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
         """Model inputs of a batch (see the class doc)."""
+        n = len(batch)
         widths = {c: self.length for c in SEQUENCE_INPUTS}
         widths["static_features"] = self.n_static
-        try:
-            x = {c: np.stack(batch[c].to_numpy()) for c in SEQUENCE_INPUTS}
-        except (ValueError, TypeError):  # null or ragged rows
-            return self.predictor.inputs(batch)
-        if any(x[c].shape != (len(batch), w) for c, w in widths.items()):
-            return self.predictor.inputs(batch)
+        x = {}
+        for c, width in widths.items():
+            cells = batch[c].to_numpy()
+            try:
+                lengths = np.fromiter((len(v) for v in cells), np.int64, n)
+            except TypeError:  # a null row
+                return self.predictor.inputs(batch)
+            if (lengths != width).any():  # ragged: the predictor pads row by row
+                return self.predictor.inputs(batch)
+            # One concatenate per column (several times faster than np.stack of the cells).
+            x[c] = np.concatenate(cells).reshape(n, width)
         out = {c: x[c].astype(np.int32, copy=False) for c in SEQUENCE_INPUTS[:4]}
         out.update({c: x[c].astype(np.float32, copy=False) for c in SEQUENCE_INPUTS[4:]})
         return out
