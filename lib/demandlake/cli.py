@@ -122,10 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     _dates(r, required=True)
     r.add_argument("--out", help="output file (default: <lake>/_reports/report-DATE.html)")
 
-    f = sub.add_parser("forget", help="remove a user from every table (privacy request)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    f.add_argument("--user-id", required=True, help="the user's id as the source knows it")
-    f.add_argument("--request-id", help="your ticket/reference for the ops log")
     return parser
 
 
@@ -285,20 +281,11 @@ def cmd_report(cfg, args) -> int:
     return 0
 
 
-def cmd_forget(cfg, args) -> int:
-    from demandlake import privacy
-
-    spark = _spark(cfg)
-    result = privacy.forget_user(spark, cfg, args.user_id, request_id=args.request_id)
-    print(f"forget: {result}")
-    return 0
-
-
 COMMANDS: dict[str, Callable] = {
     "generate": cmd_generate, "ingest": cmd_ingest, "sessions": _per_date("sessions"),
     "features": _per_date("features"), "score": _per_date("score"), "train": cmd_train,
     "nightly": cmd_nightly, "backfill": cmd_backfill, "sql": cmd_sql, "status": cmd_status,
-    "report": cmd_report, "forget": cmd_forget,
+    "report": cmd_report,
 }
 
 
