@@ -396,3 +396,29 @@ def test_review_sentiment_is_skipped_without_a_serving_model(spark, cfg):
     assert len(runs) == 1 and runs[0]["status"] == "succeeded"
     metrics = runs[0]["metrics"]
     assert metrics["skipped"] == "1" and "no MLflow store" in metrics["reason"]
+
+
+@pytest.mark.parametrize("encoder, cuts", [("gru", True), ("attention", False)])
+def test_scorer_skips_padding_steps_only_when_the_outputs_stay_the_same(encoder, cuts):
+    from demandlake.models.sequence import build_sequence_model
+    from demandlake.scoring import udfs
+    from demandlake.training.predictors import SequencePredictor
+
+    L, rng = 10, np.random.default_rng(2)
+    model = build_sequence_model({"item": 30, "category": 8, "event_type": 8}, L, 5, 8,
+                                 encoder=encoder, hidden=8, item_dim=4, category_dim=4)
+    predictor = SequencePredictor({"max_length": L, "n_static": 5, "top_k": 3}, model)
+    rows = []
+    for _ in range(30):
+        n = int(rng.integers(1, L + 1))
+        ids = lambda hi: [0] * (L - n) + [int(v) for v in rng.integers(2, hi, n)]  # noqa: E731
+        rows.append({"item_ids": ids(30), "category_ids": ids(8), "event_type_ids": ids(8),
+                     "price_buckets": ids(8), "time_gaps": [0.0] * (L - n) + [1.0] * n,
+                     "static_features": [float(v) for v in rng.normal(0, 1, 5)]})
+    frame = pd.DataFrame(rows)
+    scorer = udfs.SequenceScorer(predictor, 3, bucket_rows=8)
+    got, want = scorer.predict(frame), predictor.predict(frame)
+    assert scorer.trim is cuts
+    np.testing.assert_allclose(got["purchase_probability"], want["purchase_probability"],
+                               rtol=1e-5, atol=1e-7)
+    assert [list(g) for g in got["top_category_ids"]] == [list(w) for w in want["top_category_ids"]]

@@ -99,7 +99,7 @@ def review_rows() -> list[tuple]:
     return rows
 
 
-def test_config(base: Path):
+def lake_config(base: Path):
     from demandlake.config import load_config
 
     return load_config(overrides=[
@@ -213,7 +213,7 @@ def build(spark, base: Path) -> ScoredLake:
         return _BUILT["lake"]
     from demandlake.pipeline_score import run_review_sentiment, run_score
 
-    cfg = test_config(base)
+    cfg = lake_config(base)
     reset_catalog(spark, cfg)
     write_inputs(spark, cfg)
     seq_version = log_sequence_model(spark, cfg)

@@ -15,6 +15,7 @@ matrices and runs the model as one compiled graph; the sentiment UDF calls the p
 from __future__ import annotations
 
 import logging
+import os
 from typing import Callable, Iterator
 
 import numpy as np
@@ -43,6 +44,29 @@ SENTIMENT_SCORES = T.StructType([
 _PREDICTORS: dict[str, object] = {}
 
 
+def _one_task_of_threads() -> None:
+    """Give TensorFlow as many threads as the Spark task has cores.
+
+    Spark runs one task per core and sets ``OMP_NUM_THREADS`` to ``spark.task.cpus`` in its Python
+    workers; TensorFlow ignores that variable and would start a thread per machine core in every
+    worker, so the workers would fight over the cores. Settable only before TensorFlow starts.
+    """
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 0)
+    if threads < 1:
+        return
+    try:
+        import keras
+
+        if keras.backend.backend() != "tensorflow":
+            return
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already started in this process: keep its settings
+        pass
+
+
 def load_predictor(model_uri: str, tracking_uri: str | None = None):
     """The predictor behind a logged pyfunc model, loaded once per process.
 
@@ -59,6 +83,7 @@ def load_predictor(model_uri: str, tracking_uri: str | None = None):
     if key not in _PREDICTORS:
         import mlflow
 
+        _one_task_of_threads()
         if tracking_uri:
             mlflow.set_tracking_uri(tracking_uri)
         wrapper = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
@@ -78,12 +103,21 @@ class SequenceScorer:
     * inputs: rows of fixed width (what gold.sequence_examples guarantees) are stacked into
       matrices with one ``np.concatenate`` per column; a batch with a null or ragged row goes
       through the predictor's own row-by-row padding instead;
-    * the model runs as one traced graph (``tf.function`` with a fixed signature under the
-      TensorFlow backend, so every batch size reuses one trace; ``predict_on_batch`` under other
-      Keras backends) instead of eagerly layer by layer.
+    * the model runs as one traced graph (``tf.function`` with an input signature of unknown
+      batch and sequence length, so one trace serves every call; ``predict_on_batch`` under other
+      Keras backends) instead of eagerly layer by layer;
+    * padding is not computed: sequences are left-padded and the model masks padding steps, so a
+      recurrent encoder gives the same numbers with the all-padding leading columns cut off.
+      Rows are sorted by length and scored in sub-batches of ``bucket_rows``, each cut to its
+      longest row. Whether the model really is indifferent to that cut (an attention encoder with
+      absolute positions is not) is checked once per process on the first batch with padding:
+      cut and uncut outputs of its most padded rows must agree within ``TRIM_TOLERANCE``, else
+      every batch is scored uncut.
     """
 
-    def __init__(self, predictor, top_n: int):
+    TRIM_TOLERANCE = 1e-6
+
+    def __init__(self, predictor, top_n: int, bucket_rows: int = 512, trim: bool = True):
         import keras
 
         self.predictor = predictor
@@ -91,16 +125,53 @@ class SequenceScorer:
         self.top_n = int(top_n)
         self.length = int(predictor.meta["max_length"])
         self.n_static = int(predictor.meta["n_static"])
+        self.bucket_rows = max(1, int(bucket_rows))
+        self.trim: bool | None = None if trim else False  # None: not checked yet
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
-            spec = {c: tf.TensorSpec([None, self.length], tf.int32) for c in SEQUENCE_INPUTS[:4]}
-            spec["time_gaps"] = tf.TensorSpec([None, self.length], tf.float32)
+            spec = {c: tf.TensorSpec([None, None], tf.int32) for c in SEQUENCE_INPUTS[:4]}
+            spec["time_gaps"] = tf.TensorSpec([None, None], tf.float32)
             spec["static_features"] = tf.TensorSpec([None, self.n_static], tf.float32)
             graph = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
             self._call = lambda x: {k: v.numpy() for k, v in graph(x).items()}
         else:
             self._call = self.model.predict_on_batch
+
+    def _cut(self, x: dict[str, np.ndarray], rows: np.ndarray, width: int) -> dict:
+        """Rows ``rows`` of ``x`` with only the last ``width`` steps of the step inputs."""
+        return {c: v[rows, -width:] if c != "static_features" else v[rows] for c, v in x.items()}
+
+    def _trim_is_exact(self, x: dict[str, np.ndarray], needed: np.ndarray) -> bool:
+        rows = np.argsort(needed, kind="stable")[:64]
+        width = max(1, int(needed[rows].max()))
+        full = self._call({c: v[rows] for c, v in x.items()})
+        cut = self._call(self._cut(x, rows, width))
+        exact = all(np.allclose(full[k], cut[k], rtol=0.0, atol=self.TRIM_TOLERANCE) for k in full)
+        log.info("scoring without padding steps: %s (checked on %d rows cut to %d of %d steps)",
+                 "exact, on" if exact else "changes the outputs, off", len(rows), width,
+                 self.length)
+        return exact
+
+    def run(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model's outputs (``purchase``, ``categories``) for full-width inputs ``x``."""
+        ids = x["item_ids"]
+        # Steps each row needs: from its first non-padding item to the end (all-padding rows
+        # keep every step, so nothing is ever cut that the model might look at).
+        nonzero = ids != 0
+        needed = np.where(nonzero.any(axis=1), self.length - nonzero.argmax(axis=1), self.length)
+        if self.trim is None and (needed < self.length).any():
+            self.trim = self._trim_is_exact(x, needed)
+        if not self.trim or (needed == self.length).all():
+            return self._call(x)
+        order = np.argsort(needed, kind="stable")
+        parts, index = [], []
+        for start in range(0, len(order), self.bucket_rows):
+            rows = order[start:start + self.bucket_rows]
+            parts.append(self._call(self._cut(x, rows, max(1, int(needed[rows].max())))))
+            index.append(rows)
+        back = np.argsort(np.concatenate(index), kind="stable")
+        return {k: np.concatenate([np.asarray(p[k]) for p in parts])[back] for k in parts[0]}
 
     def inputs(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
         """Model inputs of a batch (see the class doc)."""
@@ -127,7 +198,7 @@ class SequenceScorer:
         if len(batch) == 0:
             return pd.DataFrame({"purchase_probability": pd.Series([], dtype="float64"),
                                  "top_category_ids": [], "top_category_scores": []})
-        out = self._call(self.inputs(batch))
+        out = self.run(self.inputs(batch))
         p = np.asarray(out["purchase"], dtype=np.float64).reshape(-1)
         cat = np.asarray(out["categories"], dtype=np.float64)
         cat[:, :2] = -np.inf  # padding and OOV are never predicted (as in the predictor)
@@ -139,11 +210,13 @@ class SequenceScorer:
                              "top_category_scores": list(scores)})
 
 
-def load_sequence_scorer(model_uri: str, tracking_uri: str | None, top_n: int) -> SequenceScorer:
-    """A :class:`SequenceScorer` for the model, built once per process (and ``top_n``)."""
-    key = f"scorer|{top_n}|{tracking_uri}|{model_uri}"
+def load_sequence_scorer(model_uri: str, tracking_uri: str | None, top_n: int,
+                         skip_padding: bool = True) -> SequenceScorer:
+    """A :class:`SequenceScorer` for the model, built once per process (per settings)."""
+    key = f"scorer|{top_n}|{skip_padding}|{tracking_uri}|{model_uri}"
     if key not in _PREDICTORS:
-        _PREDICTORS[key] = SequenceScorer(load_predictor(model_uri, tracking_uri), top_n)
+        _PREDICTORS[key] = SequenceScorer(load_predictor(model_uri, tracking_uri), top_n,
+                                          trim=skip_padding)
     return _PREDICTORS[key]
 
 
@@ -152,14 +225,17 @@ def _chunks(frame: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
         yield frame.iloc[start:start + size]
 
 
-def sequence_scorer(model_uri: str, tracking_uri: str | None, batch_size: int,
-                    top_n: int) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+def sequence_scorer(model_uri: str, tracking_uri: str | None, batch_size: int, top_n: int,
+                    skip_padding: bool = True
+                    ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """A ``mapInPandas`` function scoring ``gold.sequence_examples``-shaped rows.
 
     Args:
         model_uri, tracking_uri: the serving sequence model (see :func:`load_predictor`).
         batch_size: rows per model call.
         top_n: categories kept per user (best first; padding and OOV never appear).
+        skip_padding: cut padding steps when that is exact for the model
+            (:class:`SequenceScorer`; ``scoring.skip_padding``).
 
     Returns:
         A function over batches with ``user_id`` and :data:`SEQUENCE_INPUTS`, yielding
@@ -169,7 +245,7 @@ def sequence_scorer(model_uri: str, tracking_uri: str | None, batch_size: int,
         raise ValueError(f"batch_size and top_n must be >= 1, got {batch_size}, {top_n}")
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        scorer = load_sequence_scorer(model_uri, tracking_uri, top_n)
+        scorer = load_sequence_scorer(model_uri, tracking_uri, top_n, skip_padding)
         for batch in batches:
             for part in _chunks(batch, batch_size):
                 out = scorer.predict(part)
