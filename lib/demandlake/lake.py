@@ -373,3 +373,10 @@ register(TableSpec(
     "gold.complaint_terms", schemas.GOLD_COMPLAINT_TERMS, ("run_date",),
     "Terms most characteristic of negative reviews per category (log-odds vs positive reviews)",
 ))
+
+
+# ---- ops table of privacy.py (right to erasure) ---------------------------------------------------
+register(TableSpec(
+    "ops.forget_requests", schemas.FORGET_REQUESTS, (),
+    "One row per erasure request: keyed hashes of the user ids, rows deleted per table, status",
+))

@@ -317,3 +317,20 @@ GOLD_COMPLAINT_TERMS = T.StructType([
     _f("model_version", I, True, "sentiment model version of the labels"),
     _f("run_id", S, False, "ops.runs run id"),
 ])
+
+# ---- ops: right-to-erasure requests (privacy.py) -------------------------------------------------
+FORGET_REQUESTS = T.StructType([
+    _f("request_id", S, False, "id of the erasure request (given by the caller, or generated)"),
+    _f("requested_at", TS, False, "wall-clock start of the (latest) attempt"),
+    _f("finished_at", TS, True, "wall-clock end of the (latest) attempt"),
+    _f("user_hashes", T.ArrayType(S), False,
+       "HMAC-SHA256 of each requested user id under $DEMANDLAKE_PSEUDONYM_KEY (domain-separated "
+       "from the ingest pseudonym); never the id itself"),
+    _f("rows_deleted", T.MapType(S, L), False, "table name -> rows deleted, over all attempts"),
+    _f("table_versions", T.MapType(S, L), False,
+       "table name -> Delta version of the last delete commit (older versions still hold the rows "
+       "until VACUUM)"),
+    _f("vacuum_hours", D, True, "VACUUM retention used on the touched tables; null when not vacuumed"),
+    _f("status", S, False, "succeeded or failed"),
+    _f("error", S, True, "error message when failed (user ids masked)"),
+])
