@@ -79,6 +79,10 @@ register(TableSpec(
     "ops.runs", schemas.RUNS, (),
     "One row per stage execution: status, duration and counts",
 ))
+register(TableSpec(
+    "ops.quality_checks", schemas.QUALITY_CHECKS, (),
+    "Data-quality checks run before publishing each gold table (quality.py), passed or not",
+))
 
 
 def spec(name: str) -> TableSpec:

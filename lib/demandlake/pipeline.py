@@ -220,8 +220,13 @@ def nightly(spark: SparkSession, cfg: Config, run_date: dt.date | None = None,
     return summary
 
 
-def backfill(spark: SparkSession, cfg: Config, dates: list[dt.date], force: bool = False) -> dict:
-    """The nightly chain for each date in order, skipping dates whose nightly already succeeded."""
+def backfill(spark: SparkSession, cfg: Config, dates: list[dt.date], force: bool = False,
+             train: bool = True) -> dict:
+    """The nightly chain for each date in order, skipping dates whose nightly already succeeded.
+
+    A date that fails stops the backfill (later dates depend on it); rerunning the same range
+    then runs only the dates without a successful nightly.
+    """
     ran, skipped = [], []
     for i, d in enumerate(dates, 1):
         if not force and runlog.last_success(spark, cfg, "nightly", d):
@@ -229,7 +234,7 @@ def backfill(spark: SparkSession, cfg: Config, dates: list[dt.date], force: bool
             skipped.append(d.isoformat())
             continue
         log.info("[backfill %d/%d] %s", i, len(dates), d)
-        run_day(spark, cfg, d)
+        run_day(spark, cfg, d, train=train)
         ran.append(d.isoformat())
     return {"ran": ran, "skipped": skipped}
 

@@ -27,7 +27,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from demandlake import lake, runlog
+from demandlake import lake, quality, runlog
 from demandlake.config import Config
 from demandlake.scoring import forecasts as fc
 from demandlake.scoring import profiles as pr
@@ -119,7 +119,8 @@ def score_sequences(spark: SparkSession, cfg: Config, run_date: dt.date, users: 
     sequences = (build_scoring_sequences(spark, cfg, run_date)
                  .join(users.select("user_id"), on="user_id", how="left_semi"))
     scorer = udfs.sequence_scorer(model.uri, model.tracking_uri,
-                                  int(cfg.get("scoring.batch_size", 2048)), top_n)
+                                  int(cfg.get("scoring.batch_size", 2048)), top_n,
+                                  bool(cfg.get("scoring.skip_padding", True)))
     raw = (sequences.select("user_id", *udfs.SEQUENCE_INPUTS)
            .mapInPandas(scorer, udfs.SEQUENCE_SCORES))
     head = model.param("sequence_model.category_head") or cfg.get("sequence_model.category_head",
@@ -248,12 +249,31 @@ def run_score(spark: SparkSession, cfg: Config, run_date: dt.date,
             counts.update({k: int(v) for k, v in rec_summary.items()})
             phases.done("recommendations")
 
+            # Quality gates on all three first; a table that fails is not written (its previous
+            # version stays current), the others are, and the run then fails naming the checks.
+            outputs = {"gold.demand_forecasts": forecasts, "gold.user_profiles": profiles,
+                       "gold.recommendations": recs}
+            checks, failures = [], []
+            for name, df in outputs.items():
+                try:
+                    checks += quality.gate(spark, cfg, name, df, run_date, run.run_id, "score")
+                except quality.QualityGateError as exc:
+                    failures.append(exc)
+                    checks += exc.failed
+            counts.update(quality.summary(checks))
+            phases.done("quality")
             if not dry_run:
                 where = f"run_date = {_date_sql(run_date)}"
-                lake.overwrite_where(spark, cfg, "gold.demand_forecasts", forecasts, where)
-                lake.overwrite_where(spark, cfg, "gold.user_profiles", profiles, where)
-                lake.overwrite_where(spark, cfg, "gold.recommendations", recs, where)
+                blocked = {exc.table for exc in failures}
+                for name, df in outputs.items():
+                    if name not in blocked:
+                        lake.overwrite_where(spark, cfg, name, df, where)
                 phases.done("writes")
+            if failures:
+                run.add(**counts, **phases.seconds)
+                raise failures[0] if len(failures) == 1 else quality.QualityGateError(
+                    ", ".join(exc.table for exc in failures), run_date,
+                    [c for exc in failures for c in exc.failed])
             if seq:
                 counts["sequence_model_version"] = seq.version
             if sent:

@@ -19,10 +19,11 @@ import datetime as dt
 import logging
 from typing import Iterable
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from demandlake import lake, runlog
+from demandlake import lake, quality, runlog
 from demandlake.config import Config
 from demandlake.features.review_corpus import review_corpus
 from demandlake.features.sequences import (
@@ -106,8 +107,15 @@ def run_features(spark: SparkSession, cfg: Config, snapshot_date: dt.date,
             top_k=int(cfg.get("features.top_k", 5)), timezone=_timezone(cfg),
             gap_minutes=float(cfg.get("sessions.gap_minutes", 30)), sentiment=sentiment,
         )
-        lake.overwrite_where(spark, cfg, "gold.user_features", features,
-                             f"snapshot_date = {_date_sql(snapshot_date)}")
+        features = features.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            checks = quality.gate(spark, cfg, "gold.user_features", features, snapshot_date,
+                                  run.run_id, "features")
+            run.add(**quality.summary(checks))
+            lake.overwrite_where(spark, cfg, "gold.user_features", features,
+                                 f"snapshot_date = {_date_sql(snapshot_date)}")
+        finally:
+            features.unpersist()
         users = (lake.read(spark, cfg, "gold.user_features")
                  .where(F.col("snapshot_date") == snapshot_date).count())
         run.add(users=users)

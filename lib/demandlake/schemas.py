@@ -103,6 +103,21 @@ RUNS = T.StructType([
     _f("error", S, True, "error message when failed"),
 ])
 
+QUALITY_CHECKS = T.StructType([
+    _f("run_id", S, False, "ops.runs run id of the stage that ran the check"),
+    _f("stage", S, False, "stage publishing the table, e.g. features, score"),
+    _f("table_name", S, False, "table the checked rows were about to be written to"),
+    _f("run_date", DT, True, "logical date (the partition being published)"),
+    _f("check_name", S, False, "schema, row_count, row_count_trend, not_null.<col>, "
+                               "null_rate.<col>, unique_key, constraint.<name>, freshness"),
+    _f("blocking", B, False, "a failed blocking check stops publication of the table"),
+    _f("passed", B, False, "whether the check passed"),
+    _f("observed", D, True, "the measured value (rows, nulls, violations, ratio, days)"),
+    _f("threshold", S, True, "what the value was compared with, in words"),
+    _f("message", S, True, "what was found, in words"),
+    _f("checked_at", TS, False, "wall-clock time of the check"),
+])
+
 # ---- silver / gold: sessions and features (sessions.py, features/) ------------------------------
 SILVER_SESSIONS = T.StructType([
     _f("session_id", S, False, "sha2-256 of user_id and the session start (Unix microseconds)"),
