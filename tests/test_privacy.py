@@ -75,7 +75,9 @@ KEPT_REJECTS = [
     "123,901,7,pv,notatime",
 ]
 
-# Typed rows for user tables the cheap stages do not fill: column defaults by type, then the
+BUILT_BY_STAGES = {"bronze.events", "bronze.quarantine", "bronze.reviews", "silver.sessions",
+                   "gold.user_features", "gold.review_corpus"}
+# Typed rows for every other table with user data (a new one included): column defaults by type, then the
 # values each table's CHECK constraints need.
 OVERRIDES = {
     "gold.sequence_examples": {"split": "train"},
@@ -160,9 +162,8 @@ def forgotten(spark, tmp_path_factory):
     run_sessions(spark, cfg, RUN, full=True)
     run_features(spark, cfg, RUN)
     run_review_corpus(spark, cfg)
-    for name in privacy.user_data_columns():
-        if lake.read(spark, cfg, name).limit(1).count() == 0:
-            _fill(spark, cfg, name, users)
+    for name in set(privacy.user_data_columns()) - BUILT_BY_STAGES:
+        _fill(spark, cfg, name, users)
     before = {n: _rows(spark, cfg, n) for n in _existing(spark, cfg)}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DEMANDLAKE_PSEUDONYM_KEY", KEY)
@@ -357,6 +358,22 @@ def test_forget_refuses_missing_or_blank_ids(spark, cfg, ids, monkeypatch):
     monkeypatch.setenv("DEMANDLAKE_PSEUDONYM_KEY", KEY)
     with pytest.raises((ValueError, TypeError)):
         privacy.forget(spark, cfg, ids)
+
+
+def test_a_failed_forget_is_recorded_and_raised_without_the_id(spark, cfg, monkeypatch):
+    monkeypatch.setenv("DEMANDLAKE_PSEUDONYM_KEY", KEY)
+    monkeypatch.setattr(privacy, "_tables_with_rows", lambda *a: ["bronze.events"])
+
+    def broken(*args):
+        raise RuntimeError("cannot delete where user_id = secret-7")
+
+    monkeypatch.setattr(privacy, "_delete", broken)
+    with pytest.raises(privacy.ForgetError) as exc:
+        privacy.forget(spark, cfg, ["secret-7"], request_id="T-1")
+    assert "secret-7" not in str(exc.value) and "<user>" in str(exc.value)
+    row = lake.read(spark, cfg, privacy.REQUESTS_TABLE).first()
+    assert (row.request_id, row.status, row.rows_deleted) == ("T-1", "failed", {})
+    assert row.error == "RuntimeError: cannot delete where user_id = <user>"
 
 
 def test_forget_without_a_key_fails_before_deleting_anything(spark, cfg, monkeypatch):

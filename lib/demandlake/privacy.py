@@ -187,30 +187,36 @@ def _validated(user_ids: Iterable[str], request_id: str | None,
     return ids
 
 
-def _delete_pass(spark: SparkSession, cfg: Config, source: DataFrame,
-                 tables: dict[str, tuple[tuple[str, ...], tuple[str, ...]]],
-                 deleted: dict[str, int], versions: dict[str, int]) -> int:
-    """Delete the users' rows from every existing table that has any; returns rows deleted."""
-    total = 0
+def _tables_with_rows(spark: SparkSession, cfg: Config, source: DataFrame,
+                      tables: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]) -> list[str]:
+    """The existing tables that hold any row of the users in ``source`` (one Spark job)."""
+    probes = []
     for name, (users, raws) in tables.items():
         if not lake.table_exists(spark, cfg, name):
             continue
-        path = lake.spec(name).location(cfg)
-        cond = _condition(users, raws)
-        target = spark.read.format("delta").load(path).alias("t")
+        target = spark.read.format("delta").load(lake.spec(name).location(cfg)).alias("t")
         # A join with the source, not a filter with literals: no plan or log shows the ids.
-        if target.join(source.alias("s"), cond, how="left_semi").limit(1).count() == 0:
-            continue
-        result = lake._with_retry(lambda path=path, cond=cond: (
-            DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), cond)
-            .whenMatchedDelete().execute()
-        ), f"forget {name}")
-        n = int(result.first()["num_deleted_rows"]) if result is not None else 0
-        deleted[name] = deleted.get(name, 0) + n
-        versions[name] = int(DeltaTable.forPath(spark, path).history(1).first()["version"])
-        total += n
-        log.info("forget: %d row(s) deleted from %s (version %d)", n, name, versions[name])
-    return total
+        probes.append(target.join(source.alias("s"), _condition(users, raws), how="left_semi")
+                      .limit(1).select(F.lit(name).alias("table_name")))
+    if not probes:
+        return []
+    found = {r["table_name"] for r in functools.reduce(DataFrame.unionByName, probes).collect()}
+    return [n for n in tables if n in found]
+
+
+def _delete(spark: SparkSession, cfg: Config, source: DataFrame, name: str,
+            users: tuple[str, ...], raws: tuple[str, ...]) -> tuple[int, int]:
+    """Delete the users' rows from one table; returns (rows deleted, version written)."""
+    path = lake.spec(name).location(cfg)
+    cond = _condition(users, raws)
+    result = lake._with_retry(lambda: (
+        DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), cond)
+        .whenMatchedDelete().execute()
+    ), f"forget {name}")
+    deleted = int(result.first()["num_deleted_rows"]) if result is not None else 0
+    version = int(DeltaTable.forPath(spark, path).history(1).first()["version"])
+    log.info("forget: %d row(s) deleted from %s (version %d)", deleted, name, version)
+    return deleted, version
 
 
 def _has_deletion_vectors(spark: SparkSession, path: str) -> bool:
@@ -273,14 +279,18 @@ def forget(spark: SparkSession, cfg: Config, user_ids: Iterable[str], request_id
              request_id, len(ids), len(forms), len(tables))
     status, error, vacuumed = "succeeded", None, []
     try:
-        # Later passes catch rows a concurrently running stage wrote back; one that finds
-        # nothing is the proof that no current version holds the users.
-        for attempt in range(1, MAX_PASSES + 1):
-            if _delete_pass(spark, cfg, source, tables, deleted, versions) == 0:
+        # A check that finds nothing is the proof that no current version holds the users;
+        # later passes delete rows a concurrently running stage wrote back.
+        for attempt in range(1, MAX_PASSES + 2):
+            found = _tables_with_rows(spark, cfg, source, tables)
+            if not found:
                 break
-            if attempt == MAX_PASSES:
-                raise ForgetError(f"rows of the users still appear after {MAX_PASSES} passes "
-                                  "(a stage keeps writing them back: stop it and retry)")
+            if attempt > MAX_PASSES:
+                raise ForgetError(f"rows of the users still appear in {found} after {MAX_PASSES} "
+                                  "passes (a stage keeps writing them back: stop it and retry)")
+            for name in found:
+                n, versions[name] = _delete(spark, cfg, source, name, *tables[name])
+                deleted[name] = deleted.get(name, 0) + n
         if vacuum_hours is not None:
             vacuumed = [n for n in tables if deleted.get(n, 0) > 0]
             _vacuum(spark, cfg, vacuumed, vacuum_hours)
