@@ -273,13 +273,18 @@ def test_raw_records_match_the_id_only_as_a_whole_field_value(spark):
     assert {r.raw: r.hit for r in got} == dict(RAW_CASES)
 
 
-def test_ids_with_regex_and_json_metacharacters_match_literally(spark):
-    forms = ['a.b"\\E(c']
-    pattern = privacy.json_user_pattern(forms)
-    raws = [json.dumps({"user_id": forms[0]}), json.dumps({"user_id": 'aXb"\\E(c'})]
-    got = (spark.createDataFrame([(r,) for r in raws], "raw string")
-           .select(F.regexp_like(F.col("raw"), F.lit(pattern)).alias("hit")).collect())
-    assert [r.hit for r in got] == [True, False]
+@pytest.mark.parametrize("form,raw,hit", [
+    ('a.b"\\E(c', json.dumps({"user_id": 'a.b"\\E(c'}), True),     # regex and JSON escapes
+    ('a.b"\\E(c', json.dumps({"user_id": 'aXb"\\E(c'}), False),
+    ("p-abc", '{"event_id": "n1", "user_id": p-abc, "price": -1}', True),  # numeric id pseudonymized
+    ("p-abc", '{"user_id": p-abcd}', False),
+    ("é中", '{"user_id": "\\u00e9\\u4e2d"}', True),                  # ASCII-escaped JSON
+])
+def test_json_user_pattern_matches_ids_literally(spark, form, raw, hit):
+    pattern = privacy.json_user_pattern([form])
+    got = (spark.createDataFrame([(raw,)], "raw string")
+           .select(F.regexp_like(F.col("raw"), F.lit(pattern)).alias("hit")).first().hit)
+    assert got is hit
 
 
 def test_user_data_tables_come_from_the_schemas():

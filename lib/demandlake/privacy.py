@@ -55,7 +55,6 @@ RETENTION_CHECK_CONF = "spark.databricks.delta.retentionDurationCheck.enabled"
 DEFAULT_RETENTION_HOURS = 168.0
 MAX_PASSES = 3
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-_JSON_NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
 # Keeps the request-log hash of an id distinct from its ingest pseudonym under the same key.
 _HASH_DOMAIN = "demandlake.forget\u001f"
 _SOURCE_SCHEMA = T.StructType([T.StructField("ids", T.ArrayType(T.StringType()), False),
@@ -114,18 +113,15 @@ def _java_quote(text: str) -> str:
 def json_user_pattern(forms: Iterable[str]) -> str:
     """Java regex finding a JSON(-like) record whose ``user_id`` value is one of ``forms``.
 
-    The value must be the whole JSON string (escaped either way) or number, followed by ``,``,
-    ``}`` or the end of a truncated line, so ``"12"`` never matches ``"123"``.
+    The value must be the whole JSON string (escaped either way) or the whole bare token (a
+    number, or a pseudonym ingest wrote over a numeric id), followed by ``,``, ``}`` or the end of
+    a truncated line, so ``"12"`` never matches ``"123"``.
     """
-    strings, bare = [], []
-    for f in forms:
-        strings += [json.dumps(f)[1:-1], json.dumps(f, ensure_ascii=False)[1:-1]]
-        if _JSON_NUMBER.match(f):
-            bare.append(f)
+    forms = list(dict.fromkeys(forms))
+    strings = [s for f in forms for s in (json.dumps(f)[1:-1], json.dumps(f, ensure_ascii=False)[1:-1])]
     quoted = "|".join(_java_quote(s) for s in dict.fromkeys(strings))
-    value = f"\"(?:{quoted})\"|'(?:{quoted})'"
-    if bare:
-        value += "|" + "|".join(_java_quote(b) for b in bare)
+    bare = "|".join(_java_quote(f) for f in forms)
+    value = f"\"(?:{quoted})\"|'(?:{quoted})'|(?:{bare})"
     return f"[\"']user_id[\"']\\s*:\\s*(?:{value})\\s*(?:[,}}]|$)"
 
 
