@@ -123,7 +123,9 @@ def ensure_table(spark: SparkSession, cfg: Config, name: str) -> TableSpec:
     # CHECK constraints are table properties: set at creation they cost no extra commits.
     for cname, expr in s.constraints.items():
         builder = builder.property(f"delta.constraints.{cname.lower()}", expr)
-    builder.execute()
+    # Two runs starting on a fresh lake may both create the table: the loser's commit fails with
+    # a protocol/metadata conflict, and its retry finds the table there.
+    _with_retry(builder.execute, f"create {name}")
     if s.constraints:
         existing = {
             k.split(".", 2)[-1].lower()
@@ -169,7 +171,8 @@ def _with_retry(action, what: str, attempts: int = 5):
             return action()
         except Exception as exc:  # delta raises several concurrent-modification classes
             name = type(exc).__name__ + str(exc)[:200]
-            if "Concurrent" not in name or attempt == attempts:
+            conflict = any(k in name for k in ("Concurrent", "ProtocolChanged", "MetadataChanged"))
+            if not conflict or attempt == attempts:
                 raise
             log.warning("%s: concurrent commit, retrying (%d/%d)", what, attempt, attempts)
             time.sleep(0.5 * attempt)

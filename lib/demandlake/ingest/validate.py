@@ -81,6 +81,14 @@ def _oversize(fields: list[str], limit: int) -> tuple[Column, Column]:
                                      biggest.cast("string"), F.lit(f" bytes > {limit}"))
 
 
+# Strings exports write for "no value" in id columns; an id spelled like this is missing.
+ID_PLACEHOLDERS = ("null", "none", "nan", "undefined", "nil", "\\n", "n/a")
+
+
+def _missing_id(c: Column) -> Column:
+    return c.isNull() | F.lower(F.trim(c)).isin(*ID_PLACEHOLDERS)
+
+
 def _common_checks(df_fields: list[str], limits: Limits) -> list[tuple[str, Column, Column]]:
     over, over_detail = _oversize(df_fields, limits.max_field_bytes)
     return [
@@ -133,12 +141,15 @@ def validate_events(limits: Limits) -> Callable[[DataFrame], DataFrame]:
         )
         known = F.col("_et").isin(*schemas.EVENT_TYPES)
         checks = _common_checks(fields, limits) + [
-            ("missing_user_id", F.col("user_id").isNull(), F.lit("no user id")),
+            ("missing_user_id", _missing_id(F.col("user_id")),
+             F.concat(F.lit("no user id"), F.coalesce(F.concat(
+                 F.lit(" (placeholder "), F.substring(F.col("user_id"), 1, 20), F.lit(")")),
+                 F.lit("")))),
             ("missing_event_type", F.col("event_type").isNull(), F.lit("no event type")),
             ("unknown_event_type", ~known,
              F.concat(F.lit("event type not known: "), F.substring(F.col("event_type"), 1, 80))),
         ] + _ts_checks(limits, required=True) + [
-            ("missing_item_id", F.col("item_id").isNull() & (F.col("_et") != "search"),
+            ("missing_item_id", _missing_id(F.col("item_id")) & (F.col("_et") != "search"),
              F.lit("no item id on a non-search event")),
             ("bad_price_type", F.col("price").isNotNull() & F.col("_price").isNull(),
              F.concat(F.lit("price is not a number: "), F.substring(F.col("price"), 1, 80))),
@@ -196,7 +207,10 @@ def validate_reviews(limits: Limits) -> Callable[[DataFrame], DataFrame]:
         ] + _ts_checks(limits, required=False)
         reason, detail = _first_failure(checks)
         out = typed.select(
-            F.col("review_id"), F.trim(F.col("user_id")).alias("user_id"), F.col("item_id"),
+            # reviews may be anonymous: a placeholder id is no id
+            F.col("review_id"),
+            F.when(~_missing_id(F.col("user_id")), F.trim(F.col("user_id"))).alias("user_id"),
+            F.when(~_missing_id(F.col("item_id")), F.col("item_id")).alias("item_id"),
             F.col("category"), F.col("_rating_d").cast("int").alias("rating"),
             F.col("_label").alias("label"), F.col("title"), F.col("text"),
             F.lower(F.trim(F.col("language"))).alias("language"), F.col("_ts").alias("review_ts"),

@@ -1,0 +1,222 @@
+"""Kill-and-rerun harness: SIGKILL the nightly chain at random points, rerun, compare contents.
+
+One command (``python -m demandlake.faults --kills 20``) does, on generated raw logs:
+
+1. a clean run of the chain (ingest -> sessions -> features -> score, per date, as ``run_day``
+   runs them; no training, so forecasts come from the fallback) in a child process, then a
+   second clean run on the same lake: the snapshot must not change (reruns are idempotent);
+2. ``kills`` trials, each on a fresh lake: start the chain, SIGKILL the child at a random time
+   between its Spark session being up and the clean run's duration (so kills land inside every
+   writing stage in proportion to its length; the stage running at the kill is recorded), then
+   rerun the chain to completion and compare every table with the clean run.
+
+A "snapshot" is the current version of every bronze/silver/gold table as a multiset of rows
+(canonical JSON; maps as sorted entries; ``run_id`` left out since it names the run), so missing
+rows, extra rows and duplicates all show. ``ops.*`` tables are left out on purpose: they record
+the killed attempts too. The child writes the snapshot itself, so the parent needs no Spark.
+
+Results are printed as a table and written as JSON (``--out``); docs/RELIABILITY.md quotes them.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as dt
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VOLATILE = {"run_id"}
+STAGES = ("ingest", "sessions", "features", "score")
+
+
+# ---- child: run the chain, print stage markers, write a snapshot ------------------------------
+def snapshot(spark, cfg) -> dict[str, list[str]]:
+    """Every bronze/silver/gold table (current version) as sorted canonical JSON rows."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from demandlake import lake
+
+    out = {}
+    for name in sorted(lake.TABLES):
+        if name.startswith("ops.") or not lake.table_exists(spark, cfg, name):
+            continue
+        df = lake.read(spark, cfg, name)
+        cols = []
+        for f in df.schema.fields:
+            if f.name in VOLATILE:
+                continue
+            c = F.col(f.name)
+            if isinstance(f.dataType, T.MapType):
+                c = F.array_sort(F.map_entries(c))
+            cols.append(c.alias(f.name))
+        rows = df.select(F.to_json(F.struct(*cols)).alias("j")).collect()
+        out[name] = sorted(r["j"] for r in rows)
+    return out
+
+
+def chain(lake_dir: str, raw_dir: str, dates: list[dt.date], snapshot_to: str | None) -> None:
+    from demandlake import pipeline, pipeline_score, pipeline_transform
+    from demandlake.config import load_config
+    from demandlake.spark import get_spark
+
+    cfg = load_config(overrides=[f"lake.raw_uri={raw_dir}",
+                                 "spark.conf.spark.ui.enabled=false"], lake=lake_dir)
+    spark = get_spark(cfg, app_name="demandlake-faults")
+    for d in dates:
+        steps = {
+            "ingest": lambda: pipeline.run_ingest(spark, cfg, d),
+            "sessions": lambda: pipeline_transform.run_sessions(spark, cfg, d),
+            "features": lambda: pipeline_transform.run_features(spark, cfg, d),
+            "score": lambda: pipeline_score.run_score(spark, cfg, d),
+        }
+        for stage in STAGES:
+            print(f"STAGE {d} {stage}", flush=True)
+            steps[stage]()
+    print("STAGE done", flush=True)
+    if snapshot_to:
+        Path(snapshot_to).write_text(json.dumps(snapshot(spark, cfg)))
+    spark.stop()
+
+
+# ---- parent ------------------------------------------------------------------------------------
+def _run_child(lake_dir: Path, raw_dir: Path, dates: list[dt.date], snap: Path | None,
+               kill_after: float | None, log_file: Path) -> dict:
+    """Run the chain in a child; SIGKILL it ``kill_after`` seconds after its first stage began."""
+    cmd = [sys.executable, "-m", "demandlake.faults", "--child", "--lake", str(lake_dir),
+           "--raw", str(raw_dir), "--dates", ",".join(d.isoformat() for d in dates)]
+    if snap:
+        cmd += ["--snapshot-to", str(snap)]
+    t0 = time.monotonic()
+    with open(log_file, "ab") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
+                                start_new_session=True)
+        stage, first, killed = None, None, False
+        os.set_blocking(proc.stdout.fileno(), False)
+        buf = ""
+        while proc.poll() is None:
+            chunk = proc.stdout.read() or ""
+            buf += chunk
+            *lines, buf = buf.split("\n")
+            for line in lines:
+                if line.startswith("STAGE "):
+                    stage = line[6:].strip()
+                    if first is None:
+                        first = time.monotonic()
+            if (kill_after is not None and first is not None
+                    and time.monotonic() - first >= kill_after):
+                os.killpg(proc.pid, signal.SIGKILL)  # the JVM too: the whole process group
+                proc.wait()
+                killed = True
+                break
+            time.sleep(0.05)
+        for line in (buf + (proc.stdout.read() or "")).splitlines():
+            if line.startswith("STAGE "):
+                stage = line[6:].strip()
+                first = first or time.monotonic()
+    return {"returncode": proc.returncode, "killed": killed, "stage": stage,
+            "seconds": round(time.monotonic() - t0, 1),
+            "chain_seconds": round(time.monotonic() - (first or t0), 1)}
+
+
+def compare(reference: dict[str, list[str]], got: dict[str, list[str]]) -> dict[str, dict]:
+    """Per table: rows missing from ``got`` and extra in it (multisets, so duplicates count)."""
+    diff = {}
+    for name in sorted(set(reference) | set(got)):
+        a, b = collections.Counter(reference.get(name, [])), collections.Counter(got.get(name, []))
+        missing, extra = sum((a - b).values()), sum((b - a).values())
+        if missing or extra:
+            diff[name] = {"missing": missing, "extra": extra,
+                          "example": next(iter((a - b) or (b - a)))[:300]}
+    return diff
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--kills", type=int, default=20)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--users", type=int, default=150)
+    p.add_argument("--days", type=int, default=2)
+    p.add_argument("--work", default=None, help="work folder (default: a temporary one)")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--lake", help=argparse.SUPPRESS)
+    p.add_argument("--raw", help=argparse.SUPPRESS)
+    p.add_argument("--dates", help=argparse.SUPPRESS)
+    p.add_argument("--snapshot-to", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        chain(args.lake, args.raw, [dt.date.fromisoformat(d) for d in args.dates.split(",")],
+              args.snapshot_to)
+        return 0
+    return run_trials(args.kills, args.seed, args.users, args.days, args.work, args.out)
+
+
+def run_trials(kills: int, seed: int, users: int, days: int, work: str | None,
+               out: str | None) -> int:
+    from demandlake import synth
+
+    root = Path(work or tempfile.mkdtemp(prefix="demandlake-faults-"))
+    root.mkdir(parents=True, exist_ok=True)
+    raw, log_file = root / "raw", root / "children.log"
+    start = dt.date(2026, 11, 1)
+    synth.generate(raw, users=users, days=days, start_date=start.isoformat(), seed=seed)
+    dates = [start + dt.timedelta(days=i) for i in range(days)]
+    rng = random.Random(seed)
+    say = lambda *a: print(*a, flush=True)  # noqa: E731
+
+    ref_lake, ref_snap, re_snap = root / "lake-ref", root / "ref.json", root / "rerun.json"
+    clean = _run_child(ref_lake, raw, dates, ref_snap, None, log_file)
+    if clean["returncode"] != 0:
+        say(f"clean run failed ({clean}); see {log_file}")
+        return 2
+    reference = json.loads(ref_snap.read_text())
+    rerun = _run_child(ref_lake, raw, dates, re_snap, None, log_file)
+    rerun_diff = compare(reference, json.loads(re_snap.read_text()))
+    say(f"clean run: {clean['chain_seconds']} s of chain, tables "
+        f"{ {k: len(v) for k, v in reference.items()} }; rerun on the same lake: "
+        f"{'identical' if not rerun_diff else rerun_diff}")
+
+    trials = []
+    for i in range(1, kills + 1):
+        lake_dir, snap = root / f"lake-{i}", root / f"trial-{i}.json"
+        at = rng.uniform(0.0, 0.9 * clean["chain_seconds"])
+        killed = _run_child(lake_dir, raw, dates, None, at, log_file)
+        done = _run_child(lake_dir, raw, dates, snap, None, log_file)
+        diff = (compare(reference, json.loads(snap.read_text()))
+                if done["returncode"] == 0 else {"rerun": f"failed rc={done['returncode']}"})
+        trial = {"trial": i, "kill_after_s": round(at, 1), "killed": killed["killed"],
+                 "stage_at_kill": killed["stage"], "rerun_rc": done["returncode"],
+                 "identical": not diff, "diff": diff}
+        trials.append(trial)
+        say(f"trial {i:2d}: kill at {at:6.1f} s in {killed['stage'] or 'start-up'!s:28s} "
+            f"killed={killed['killed']!s:5s} rerun rc={done['returncode']} "
+            f"{'identical' if not diff else 'DIFFERENT ' + json.dumps(diff)[:400]}")
+    by_stage = collections.Counter((t["stage_at_kill"] or "start-up").split()[-1]
+                                   for t in trials if t["killed"])
+    result = {
+        "machine": {"cores": os.cpu_count(), "load_avg": os.getloadavg()},
+        "users": users, "days": days, "seed": seed,
+        "clean_chain_seconds": clean["chain_seconds"], "tables": sorted(reference),
+        "rows": {k: len(v) for k, v in reference.items()},
+        "rerun_identical": not rerun_diff, "kills": sum(t["killed"] for t in trials),
+        "kills_by_stage": dict(by_stage),
+        "identical_after_rerun": sum(t["identical"] for t in trials), "trials": trials,
+    }
+    say(f"{result['kills']} kills ({dict(by_stage)}), {result['identical_after_rerun']}/{kills} "
+        f"reruns identical to the clean run; plain rerun identical: {result['rerun_identical']}")
+    if out:
+        Path(out).write_text(json.dumps(result, indent=1, default=str))
+    ok = result["rerun_identical"] and result["identical_after_rerun"] == kills
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
