@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -95,35 +96,35 @@ def _run_child(lake_dir: Path, raw_dir: Path, dates: list[dt.date], snap: Path |
     if snap:
         cmd += ["--snapshot-to", str(snap)]
     t0 = time.monotonic()
+    state: dict = {"stage": None, "first": None, "done": None}
+
+    def follow(stream) -> None:  # stage markers, as the child prints them
+        for line in stream:
+            if line.startswith("STAGE "):
+                state["stage"] = line[6:].strip()
+                state["first"] = state["first"] or time.monotonic()
+                if state["stage"] == "done":
+                    state["done"] = time.monotonic()
+
     with open(log_file, "ab") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
                                 start_new_session=True)
-        stage, first, killed = None, None, False
-        os.set_blocking(proc.stdout.fileno(), False)
-        buf = ""
+        reader = threading.Thread(target=follow, args=(proc.stdout,), daemon=True)
+        reader.start()
+        killed = False
         while proc.poll() is None:
-            chunk = proc.stdout.read() or ""
-            buf += chunk
-            *lines, buf = buf.split("\n")
-            for line in lines:
-                if line.startswith("STAGE "):
-                    stage = line[6:].strip()
-                    if first is None:
-                        first = time.monotonic()
-            if (kill_after is not None and first is not None
-                    and time.monotonic() - first >= kill_after):
+            first = state["first"]
+            if kill_after is not None and first is not None and time.monotonic() - first >= kill_after:
                 os.killpg(proc.pid, signal.SIGKILL)  # the JVM too: the whole process group
                 proc.wait()
                 killed = True
                 break
             time.sleep(0.05)
-        for line in (buf + (proc.stdout.read() or "")).splitlines():
-            if line.startswith("STAGE "):
-                stage = line[6:].strip()
-                first = first or time.monotonic()
+        reader.join(timeout=10)
+    stage, first = state["stage"], state["first"]
     return {"returncode": proc.returncode, "killed": killed, "stage": stage,
             "seconds": round(time.monotonic() - t0, 1),
-            "chain_seconds": round(time.monotonic() - (first or t0), 1)}
+            "chain_seconds": round((state["done"] or time.monotonic()) - (first or t0), 1)}
 
 
 def compare(reference: dict[str, list[str]], got: dict[str, list[str]]) -> dict[str, dict]:
