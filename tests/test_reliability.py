@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import threading
+import time
 
 import pytest
 from pyspark.sql import functions as F
 
 from demandlake import faults, lake, pipeline, runlog, schemas, synth
+from demandlake.config import local_path
 
 D0 = dt.date(2026, 11, 1)
 ROWS = schemas.GOLD_RECOMMENDATIONS
@@ -113,3 +116,39 @@ def test_a_chain_killed_at_a_random_point_and_rerun_equals_a_clean_run(tmp_path)
     assert result["rerun_identical"], result
     assert result["kills"] == 1 and result["identical_after_rerun"] == 1, result["trials"]
     assert rc == 0
+
+
+def _debris(location, age_s: float):
+    """What a process killed inside Delta's first commit leaves: temporary files only."""
+    log_dir = location / "_delta_log"
+    (log_dir / "_staged_commits").mkdir(parents=True)
+    files = [log_dir / ".00000000000000000000.json.1234.tmp",
+             log_dir / "..00000000000000000000.json.1234.tmp.crc"]
+    for f in files:
+        f.write_text("{}")
+        past = time.time() - age_s
+        os.utime(f, (past, past))
+    return files
+
+
+def test_a_table_whose_creation_was_killed_is_created_on_rerun(spark, cfg):
+    location = local_path(lake.spec("ops.quality_checks").location(cfg))
+    _debris(location, age_s=600)
+    lake.ensure_table(spark, cfg, "ops.quality_checks")  # Delta alone refuses this location
+    assert lake.table_exists(spark, cfg, "ops.quality_checks")
+    assert lake.read(spark, cfg, "ops.quality_checks").count() == 0
+
+
+def test_debris_of_a_create_in_progress_or_next_to_data_is_left_alone(spark, cfg):
+    young = local_path(lake.spec("ops.quality_checks").location(cfg))
+    files = _debris(young, age_s=0)
+    with pytest.raises(Exception, match="not empty|NON_EMPTY"):
+        lake.ensure_table(spark, cfg, "ops.quality_checks")
+    assert all(f.exists() for f in files)
+
+    with_data = local_path(lake.spec("ops.runs").location(cfg))
+    files = _debris(with_data, age_s=600)
+    (with_data / "part-0000.parquet").write_text("not ours to delete")
+    with pytest.raises(Exception, match="not empty|NON_EMPTY"):
+        lake.ensure_table(spark, cfg, "ops.runs")
+    assert all(f.exists() for f in files) and (with_data / "part-0000.parquet").exists()

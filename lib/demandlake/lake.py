@@ -8,6 +8,7 @@ Writes are idempotent: ``overwrite_where`` replaces exactly the rows a run owns 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -110,6 +111,7 @@ def ensure_table(spark: SparkSession, cfg: Config, name: str) -> TableSpec:
     if key in _ENSURED and spark.catalog.tableExists(s.name):
         return s
     spark.sql(f"CREATE DATABASE IF NOT EXISTS `{s.layer}`")
+    _clear_interrupted_create(spark, s.location(cfg))
     builder = (
         DeltaTable.createIfNotExists(spark)
         .tableName(s.name)
@@ -137,6 +139,41 @@ def ensure_table(spark: SparkSession, cfg: Config, name: str) -> TableSpec:
                 spark.sql(f"ALTER TABLE {_quote(s.name)} ADD CONSTRAINT {cname} CHECK ({expr})")
     _ENSURED.add(key)
     return s
+
+
+_COMMITTED = re.compile(r"^\d{20}\.(json|checkpoint.*\.parquet)$|^_last_checkpoint$")
+
+
+def _clear_interrupted_create(spark: SparkSession, location: str, min_age_s: float = 10.0) -> None:
+    """Remove what a process killed while creating a table left behind, so a rerun can create it.
+
+    Delta's first commit is written as a temporary file and renamed; a process killed between the
+    two leaves ``_delta_log/`` with only temporary files, and Delta then refuses to create a table
+    at that "non-empty location that is not a Delta table" forever. Only that exact debris is
+    removed: no committed log entry, nothing outside ``_delta_log/``, and every file older than
+    ``min_age_s`` (so a create in progress elsewhere is left alone). Anything else is left for
+    Delta to report.
+    """
+    jvm = spark.sparkContext._jvm
+    root = jvm.org.apache.hadoop.fs.Path(location)
+    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    delta_log = jvm.org.apache.hadoop.fs.Path(root, "_delta_log")
+    if not fs.exists(delta_log):
+        return
+    files, now_ms = [], time.time() * 1000
+    it = fs.listFiles(root, True)
+    while it.hasNext():
+        status = it.next()
+        files.append((status.getPath(), status.getModificationTime()))
+    log_prefix = delta_log.toUri().getPath().rstrip("/") + "/"
+    for path, modified in files:
+        inside_log = path.toUri().getPath().startswith(log_prefix)
+        if (not inside_log or _COMMITTED.match(path.getName())
+                or now_ms - modified < min_age_s * 1000):
+            return
+    log.warning("%s: removing the uncommitted log of an interrupted table creation (%d files)",
+                location, len(files))
+    fs.delete(delta_log, True)
 
 
 def ensure_all(spark: SparkSession, cfg: Config, names: Iterable[str] | None = None) -> None:
