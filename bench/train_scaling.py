@@ -75,8 +75,9 @@ def main() -> int:
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
         "machine": {"logical_cores": cores, "python": platform.python_version(),
                     "load_average_start": load_start, "load_average_end": os.getloadavg()},
-        "model": {k: base["sequence_model"].get(k) for k in
-                  ("encoder", "hidden", "item_dim", "category_dim", "max_length")},
+        "model": {**{k: base["sequence_model"].get(k) for k in
+                     ("encoder", "hidden", "item_dim", "category_dim")}, "max_length": length,
+                  "vocab": vocab},
         "examples": args.examples, "train_rows": int((frame["split"] == "train").sum()),
         "batch_size_per_rank": args.batch_size,
         "one_rank": one, "n_ranks": many,
