@@ -68,13 +68,13 @@ def test_two_runs_merging_the_same_rows_at_once_insert_them_once(spark, cfg):
 @pytest.fixture
 def raw_lake(cfg, tmp_path):
     raw = tmp_path / "raw"
-    synth.generate(raw, users=40, days=3, start_date=D0.isoformat(), seed=5)
+    synth.generate(raw, users=30, days=2, start_date=D0.isoformat(), seed=5)
     return cfg.with_overrides({"lake.raw_uri": str(raw)}), raw
 
 
 def test_backfill_after_a_failed_date_runs_only_the_missing_dates(spark, raw_lake, tmp_path):
     cfg, raw = raw_lake
-    dates = [D0 + dt.timedelta(days=i) for i in range(3)]
+    dates = [D0 + dt.timedelta(days=i) for i in range(2)]
     day2 = raw / "events" / f"dt={dates[1].isoformat()}"
     shutil.move(day2, tmp_path / "held-back")
     with pytest.raises(FileNotFoundError, match=dates[1].isoformat()):
@@ -90,13 +90,12 @@ def test_backfill_after_a_failed_date_runs_only_the_missing_dates(spark, raw_lak
     assert {"bronze.events", "silver.sessions", "gold.user_features",
             "gold.demand_forecasts"} <= {k for k, v in first.items() if v}
 
-    # The same date rerun twice more: every table holds exactly the same rows.
-    for _ in range(2):
-        pipeline.run_day(spark, cfg, dates[2], train=False)
-        assert faults.compare(first, faults.snapshot(spark, cfg)) == {}
+    # The same date rerun: every table holds exactly the same rows.
+    pipeline.run_day(spark, cfg, dates[1], train=False)
+    assert faults.compare(first, faults.snapshot(spark, cfg)) == {}
     nightly = (lake.read(spark, cfg, "ops.runs").where(F.col("stage") == "nightly")
                .groupBy("run_date").count().collect())
-    assert {r["run_date"]: r["count"] for r in nightly} == {dates[0]: 1, dates[1]: 1, dates[2]: 3}
+    assert {r["run_date"]: r["count"] for r in nightly} == {dates[0]: 1, dates[1]: 2}
 
 
 def test_compare_counts_missing_extra_and_duplicated_rows():
@@ -108,6 +107,9 @@ def test_compare_counts_missing_extra_and_duplicated_rows():
 
 
 @pytest.mark.e2e
+@pytest.mark.skipif(os.environ.get("DEMANDLAKE_RUN_FAULTS") != "1",
+                    reason="4 Spark chains in child processes (minutes): run with "
+                           "DEMANDLAKE_RUN_FAULTS=1, or python -m demandlake.faults --kills N")
 def test_a_chain_killed_at_a_random_point_and_rerun_equals_a_clean_run(tmp_path):
     out = tmp_path / "faults.json"
     rc = faults.run_trials(kills=1, seed=3, users=30, days=1, work=str(tmp_path / "w"),
