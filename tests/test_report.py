@@ -118,17 +118,20 @@ def test_report_shows_segments_and_forecasts_of_the_date_only(spark, cfg, tmp_pa
 
 
 def test_report_lists_quality_checks_when_the_table_exists(spark, cfg):
-    checks = spark.createDataFrame(
-        [(RUN, "events_not_empty", "passed", "2 rows"),
-         (RUN, "no_future_events", "failed", "1 row"),
-         (OTHER, "from_another_day", "passed", "")],
-        "run_date date, check string, status string, detail string")
-    checks.write.format("delta").save(f"{cfg.lake_uri}/ops/quality_checks")
+    from demandlake import quality
+
+    ok = quality.Check("row_count", True, True, 2.0, ">= 1 rows", "2 rows")
+    bad = quality.Check("freshness", True, False, 3.0, "<= 2 days", "newest input is 3 days old")
+    warn = quality.Check("row_count_trend", False, False, 4.0, "between 0.5 and 3", "4.0 x")
+    quality.record(spark, cfg, [ok, warn, bad], "run-a", "features", "gold.user_features", RUN)
+    quality.record(spark, cfg, [quality.Check("from_another_day", True, True, 1.0, "", "")],
+                   "run-b", "features", "gold.user_features", OTHER)
 
     page = open(write_report(spark, cfg, RUN), encoding="utf-8").read()
 
-    assert "<td>no_future_events</td><td><span class='bad'>failed</span></td><td>1 row</td>" in page
-    assert "events_not_empty" in page and "from_another_day" not in page
+    assert "newest input is 3 days old" in page and "from_another_day" not in page
+    # failures first: the blocking one, then the warning, then what passed
+    assert page.index(">freshness<") < page.index(">row_count_trend<") < page.index(">row_count<")
 
 
 def test_report_of_an_empty_lake_says_what_is_missing(spark, cfg, tmp_path):

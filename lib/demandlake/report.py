@@ -152,6 +152,9 @@ def _quality(spark: SparkSession, cfg: Config, day: dt.date) -> str:
     date_col = next((c for c in ("run_date", "check_date", "date") if c in df.columns), None)
     if date_col:
         df = df.where(F.col(date_col) == F.lit(day))
+    if {"passed", "blocking", "table_name", "check_name"} <= set(df.columns):
+        # failures first (blocking before warnings), then by table and check
+        df = df.orderBy(F.col("passed"), F.col("blocking").desc(), "table_name", "check_name")
     rows = df.limit(MAX_QUALITY_ROWS + 1).collect()
     if not rows:
         return _na(f"ops.quality_checks has no result for {day}.")
