@@ -123,7 +123,8 @@ def lake_run(spark, tmp_path_factory):
     cfg = load_config(overrides=[
         f"lake.uri={base / 'lake'}", "lake.catalog=in-memory", f"lake.timezone={TIMEZONE}",
         f"features.windows_days={WINDOWS}", f"features.top_k={TOP_K}",
-        # The gold quality gate (work in progress elsewhere) is not what this test checks.
+        # The gold quality gate is not what this test checks (its freshness rule would refuse
+        # the edge-case user without recent events).
         "quality.enabled=false",
     ])
     lake.overwrite_all(spark, cfg, "bronze.events",
