@@ -123,8 +123,7 @@ def lake_run(spark, tmp_path_factory):
     cfg = load_config(overrides=[
         f"lake.uri={base / 'lake'}", "lake.catalog=in-memory", f"lake.timezone={TIMEZONE}",
         f"features.windows_days={WINDOWS}", f"features.top_k={TOP_K}",
-        # The gold quality gate is not what this test checks (its freshness rule would refuse
-        # the edge-case user without recent events).
+        # The gold quality gate is not what this test checks (tests/test_quality.py does).
         "quality.enabled=false",
     ])
     lake.overwrite_all(spark, cfg, "bronze.events",
