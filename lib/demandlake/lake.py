@@ -160,6 +160,9 @@ def _clear_interrupted_create(spark: SparkSession, location: str, min_age_s: flo
     delta_log = jvm.org.apache.hadoop.fs.Path(root, "_delta_log")
     if not fs.exists(delta_log):
         return
+    # The usual case, a created table, is answered by one listing of _delta_log (never of data).
+    if any(_COMMITTED.match(st.getPath().getName()) for st in fs.listStatus(delta_log)):
+        return
     files, now_ms = [], time.time() * 1000
     it = fs.listFiles(root, True)
     while it.hasNext():
