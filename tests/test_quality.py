@@ -10,7 +10,7 @@ from pyspark.sql import types as T
 
 from demandlake import lake, quality, schemas
 from demandlake.pipeline_transform import run_features
-from test_user_features import EVENTS, REVIEWS, SNAPSHOT
+from test_user_features import SNAPSHOT, load_bronze
 
 D0 = dt.date(2026, 11, 1)
 NULLABLE_FORECASTS = T.StructType([T.StructField(f.name, f.dataType, True)
@@ -101,10 +101,7 @@ def test_min_rows_and_null_rate_settings_apply_per_table(spark, cfg):
 
 def test_features_publish_when_checks_pass_and_stay_put_when_a_gate_fails(spark, cfg):
     cfg = cfg.with_overrides({"features.windows_days": [2, 10], "features.top_k": 2})
-    lake.merge_insert(spark, cfg, "bronze.events",
-                      spark.createDataFrame(EVENTS, schemas.BRONZE_EVENTS), ["event_id"])
-    lake.merge_insert(spark, cfg, "bronze.reviews",
-                      spark.createDataFrame(REVIEWS, schemas.BRONZE_REVIEWS), ["review_id"])
+    load_bronze(spark, cfg)
     assert run_features(spark, cfg, SNAPSHOT) == {"users": 2}
     version = lake.table_version(spark, cfg, "gold.user_features")
     before = sorted(lake.read(spark, cfg, "gold.user_features").collect())

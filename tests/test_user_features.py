@@ -86,17 +86,21 @@ def test_build_user_features_rejects_empty_windows_and_non_positive_top_k(spark)
         build_user_features(events, reviews, SNAPSHOT, top_k=0)
 
 
+def load_bronze(spark, cfg, events=EVENTS, reviews=REVIEWS) -> None:
+    """MERGE the hand-made events and reviews into the lake's bronze tables."""
+    lake.merge_insert(spark, cfg, "bronze.events",
+                      spark.createDataFrame(events, schemas.BRONZE_EVENTS), ["event_id"])
+    lake.merge_insert(spark, cfg, "bronze.reviews",
+                      spark.createDataFrame(reviews, schemas.BRONZE_REVIEWS), ["review_id"])
+
+
 def test_events_after_the_snapshot_change_nothing_in_a_recomputed_snapshot(spark, cfg):
     cfg = cfg.with_overrides({"features.windows_days": [2, 10], "features.top_k": 2})
-    lake.merge_insert(spark, cfg, "bronze.events",
-                      spark.createDataFrame(EVENTS, schemas.BRONZE_EVENTS), ["event_id"])
-    lake.merge_insert(spark, cfg, "bronze.reviews",
-                      spark.createDataFrame(REVIEWS, schemas.BRONZE_REVIEWS), ["review_id"])
+    load_bronze(spark, cfg)
     first = run_features(spark, cfg, SNAPSHOT)
     before = sorted(lake.read(spark, cfg, "gold.user_features").collect())
 
-    lake.merge_insert(spark, cfg, "bronze.events",
-                      spark.createDataFrame(AFTER_SNAPSHOT, schemas.BRONZE_EVENTS), ["event_id"])
+    load_bronze(spark, cfg, AFTER_SNAPSHOT, [])
     second = run_features(spark, cfg, SNAPSHOT)
     after = sorted(lake.read(spark, cfg, "gold.user_features").collect())
 
