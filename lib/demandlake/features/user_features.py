@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Sequence
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from demandlake.sessions import assign_sessions
@@ -65,18 +65,16 @@ def top_weighted(events: DataFrame, key: str, top_k: int) -> DataFrame:
         .agg(F.sum(_interest_weight()).alias("w"))
         .where(F.col("w") > 0)
     )
-    user = Window.partitionBy("user_id")
-    rank = Window.partitionBy("user_id").orderBy(F.desc("w"), F.asc("name"))
-    ranked = weighted.select(
-        "user_id", "name", (F.col("w") / F.sum("w").over(user)).alias("weight"),
-        F.row_number().over(rank).alias("rn"),
-    ).where(F.col("rn") <= top_k)
-    collected = ranked.groupBy("user_id").agg(
-        F.array_sort(F.collect_list(F.struct("rn", "name", "weight"))).alias("_top"))
+    # Sorting each user's (small) list beats a window over all rows: no sort of the events.
+    # Ascending (-w, name) is weight desc, then name asc.
+    collected = weighted.groupBy("user_id").agg(
+        F.array_sort(F.collect_list(F.struct((-F.col("w")).alias("neg_w"), "name"))).alias("_all"),
+        F.sum("w").alias("_total"),
+    )
     return collected.select(
         "user_id",
-        F.transform("_top", lambda x: F.struct(x["name"].alias("name"),
-                                               x["weight"].alias("weight"))).alias("top"),
+        F.transform(F.slice("_all", 1, top_k), lambda x: F.struct(
+            x["name"].alias("name"), (-x["neg_w"] / F.col("_total")).alias("weight"))).alias("top"),
     )
 
 
@@ -90,11 +88,12 @@ def recent_search_terms(events: DataFrame, top_k: int) -> DataFrame:
         .where(F.col("term") != "")
         .groupBy("user_id", "term").agg(F.max("event_ts").alias("last_ts"))
     )
-    rank = Window.partitionBy("user_id").orderBy(F.desc("last_ts"), F.asc("term"))
-    ranked = terms.select("user_id", "term", F.row_number().over(rank).alias("rn"))
-    collected = ranked.where(F.col("rn") <= top_k).groupBy("user_id").agg(
-        F.array_sort(F.collect_list(F.struct("rn", "term"))).alias("_terms"))
-    return collected.select("user_id", F.transform("_terms", lambda x: x["term"]).alias("terms"))
+    # Newest first, ties by term: ascending (-last_ts, term) within each user's list.
+    newest_first = F.struct((-F.unix_micros("last_ts")).alias("neg_ts"), "term")
+    collected = terms.groupBy("user_id").agg(
+        F.array_sort(F.collect_list(newest_first)).alias("_terms"))
+    return collected.select(
+        "user_id", F.transform(F.slice("_terms", 1, top_k), lambda x: x["term"]).alias("terms"))
 
 
 def price_sensitivity(events: DataFrame) -> DataFrame:
@@ -178,7 +177,14 @@ def build_user_features(
     def in_window(w: int) -> Column:
         return F.col("event_date") > F.date_sub(snap, w)
 
-    history = visible.groupBy("user_id").agg(
+    in_lookback = in_window(windows[-1])
+    local_ts = F.from_utc_timestamp(F.col("event_ts"), timezone)
+    hour, weekday = F.col("_hour"), F.col("_weekday")
+    # All history and the lookback-window profile in one aggregation (one scan and shuffle of
+    # the events instead of two); the lookback parts are conditional on the window.
+    history = visible.withColumns({
+        "_hour": F.hour(local_ts), "_weekday": F.weekday(F.to_date(local_ts)),
+    }).groupBy("user_id").agg(
         F.min("event_date").alias("first_seen_date"),
         F.max("event_date").alias("last_event_date"),
         F.max(F.when(_is("purchase"), F.col("event_date"))).alias("last_purchase_date"),
@@ -186,16 +192,14 @@ def build_user_features(
         *[F.count_if(in_window(w) & _is("purchase")).alias(f"_purchases_{w}") for w in windows],
         *[F.sum(F.when(in_window(w) & _is("purchase"), _amount())).alias(f"_revenue_{w}")
           for w in windows],
+        F.avg(F.when(in_lookback & _is("purchase"), F.col("price"))).alias("mean_purchase_price"),
+        F.avg(F.when(in_lookback & _is("view"), F.col("price"))).alias("mean_view_price"),
+        F.array(*[F.count_if(in_lookback & (hour == h)) for h in range(24)]).alias(
+            "active_hours"),
+        F.array(*[F.count_if(in_lookback & (weekday == d)) for d in range(7)]).alias(
+            "active_weekdays"),
     )
 
-    local_ts = F.from_utc_timestamp(F.col("event_ts"), timezone)
-    hour, weekday = F.hour(local_ts), F.weekday(F.to_date(local_ts))
-    profile = lookback.groupBy("user_id").agg(
-        F.avg(F.when(_is("purchase"), F.col("price"))).alias("mean_purchase_price"),
-        F.avg(F.when(_is("view"), F.col("price"))).alias("mean_view_price"),
-        F.array(*[F.count_if(hour == h) for h in range(24)]).alias("active_hours"),
-        F.array(*[F.count_if(weekday == d) for d in range(7)]).alias("active_weekdays"),
-    )
     review_counts = (
         reviews.where(F.col("user_id").isNotNull() & (F.col("review_date") <= snap))
         .groupBy("user_id").agg(F.count(F.lit(1)).alias("review_count"))
@@ -208,7 +212,6 @@ def build_user_features(
 
     parts = [
         session_stats(lookback, gap_minutes),
-        profile,
         price_sensitivity(lookback),
         top_weighted(lookback, "category", top_k).withColumnRenamed("top", "top_categories"),
         top_weighted(lookback, "brand", top_k).withColumnRenamed("top", "top_brands"),
