@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from chispa import assert_approx_df_equality  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
 from pyspark.sql import types as T  # noqa: E402
 
 import test_scoring_lake as tl  # noqa: E402
@@ -422,3 +423,23 @@ def test_scorer_skips_padding_steps_only_when_the_outputs_stay_the_same(encoder,
     np.testing.assert_allclose(got["purchase_probability"], want["purchase_probability"],
                                rtol=1e-5, atol=1e-7)
     assert [list(g) for g in got["top_category_ids"]] == [list(w) for w in want["top_category_ids"]]
+
+
+def test_segment_ids_do_not_depend_on_how_the_input_is_split(spark):
+    # k-means|| samples per partition: the same users split differently must still get the same
+    # segment ids (a rerun after a killed run reads differently laid-out files).
+    rows = [(f"u{i:03d}", float(i % 7) * 10 + i % 3, float(i % 5) * 20, 0.1 * (i % 11), 0.0,
+             float(i % 4), 0.1 * (i % 3), 0.5) for i in range(120)]
+    base = spark.createDataFrame(rows, ["user_id", *sg.SEGMENT_FEATURES])
+    layouts = [base.coalesce(1), base.repartition(5), base.orderBy(F.desc("user_id")).repartition(3)]
+    results = []
+    for inputs in layouts:
+        stable = inputs.transform(sg.stable_layout(4))
+        model = sg.segment_pipeline(4, seed=3, max_iter=5).fit(stable)
+        out = stable.transform(sg.assign_segments(model, sg.centroid_names(model)))
+        results.append(sorted(tuple(r) for r in out.collect()))
+        ids = sg.segment_ids(model)
+        centers = model.stages[-1].clusterCenters()
+        by_id = [tuple(centers[k]) for k, _ in sorted(ids.items(), key=lambda kv: kv[1])]
+        assert by_id == sorted(by_id)  # ids follow the centroids, not KMeans' internal order
+    assert results[0] == results[1] == results[2]

@@ -132,7 +132,8 @@ def _segments(cfg: Config, active: DataFrame, n_users: int) -> tuple[DataFrame, 
     windows = _windows(cfg)
     k = max(1, min(int(cfg.get("scoring.segments.k", 5)), n_users))
     seed = int(cfg.get("scoring.segments.seed", 7))
-    inputs = active.transform(sg.segment_inputs(windows))
+    inputs = active.transform(sg.segment_inputs(windows)).transform(
+        sg.stable_layout(int(cfg.get("scoring.segments.fit_partitions", 8))))
     model = sg.segment_pipeline(k, seed, int(cfg.get("scoring.segments.max_iter", 30))).fit(inputs)
     names = sg.centroid_names(model, cfg.get("scoring.segments.rules") or {})
     log.info("segments: %s", names)

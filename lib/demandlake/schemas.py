@@ -253,7 +253,8 @@ GOLD_DEMAND_FORECASTS = T.StructType([
 GOLD_USER_PROFILES = T.StructType([
     _f("user_id", S, False, "user id"),
     _f("run_date", DT, False, "profile as of the end of this date (partition)"),
-    _f("segment_id", I, False, "KMeans cluster index of this run (not stable across runs)"),
+    _f("segment_id", I, False,
+       "KMeans segment (numbered by centroid: same data and seed, same id)"),
     _f("segment", S, False, "readable segment name from the cluster centroid (docs/SCORING.md rules)"),
     _f("value_tier", S, False, "high (top scoring.value_tier_top_share of buyers by lookback revenue), "
                                "medium (other buyers), low (no purchase revenue in the lookback window)"),

@@ -15,6 +15,13 @@ from those z-scores by the rules of :func:`segment_name` (first match wins; the 
 6. ``regular shoppers``: every other cluster.
 
 Two clusters may get the same name (the name describes, ``segment_id`` identifies).
+
+Same data, same segments: KMeans' k-means|| initialisation samples partition by partition, so a
+rerun whose input happens to be split differently (after a killed run, for instance) could find
+the clusters in another order, or other clusters. :func:`stable_layout` fixes the layout (hash of
+``user_id`` into a fixed number of partitions, sorted within each) and :func:`segment_ids` numbers
+the clusters by their centroids (ascending, coordinate by coordinate), not by KMeans' internal
+order, so ``segment_id`` is stable for the same data and seed.
 """
 from __future__ import annotations
 
@@ -92,6 +99,24 @@ def segment_pipeline(k: int, seed: int, max_iter: int = 30):
     ])
 
 
+def stable_layout(partitions: int = 8):
+    """Transform: the same rows always laid out the same way (see the module doc)."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+
+    def transform(inputs: DataFrame) -> DataFrame:
+        return inputs.repartition(partitions, "user_id").sortWithinPartitions("user_id")
+
+    return transform
+
+
+def segment_ids(model) -> dict[int, int]:
+    """``{KMeans cluster index: segment_id}``: clusters numbered by their centroids (ascending)."""
+    centers = [tuple(float(x) for x in c) for c in model.stages[-1].clusterCenters()]
+    order = sorted(range(len(centers)), key=lambda i: (centers[i], i))
+    return {index: rank for rank, index in enumerate(order)}
+
+
 def segment_name(z: Mapping[str, float], rules: Mapping[str, float] | None = None) -> str:
     """The readable name of one centroid (z-scores by feature); see the module doc.
 
@@ -117,19 +142,23 @@ def segment_name(z: Mapping[str, float], rules: Mapping[str, float] | None = Non
 
 
 def centroid_names(model, rules: Mapping[str, float] | None = None) -> dict[int, str]:
-    """``{segment_id: name}`` for a fitted :func:`segment_pipeline` model (k centroids, small)."""
+    """``{segment_id: name}`` (ids of :func:`segment_ids`) for a fitted :func:`segment_pipeline` model (k centroids, small)."""
     centers = model.stages[-1].clusterCenters()
-    return {i: segment_name(dict(zip(SEGMENT_FEATURES, map(float, c))), rules)
+    ids = segment_ids(model)
+    return {ids[i]: segment_name(dict(zip(SEGMENT_FEATURES, map(float, c))), rules)
             for i, c in enumerate(centers)}
 
 
 def assign_segments(model, names: Mapping[int, str]):
     """Inputs of :func:`segment_inputs` -> ``user_id``, ``segment_id``, ``segment``."""
     mapping = F.create_map(*[x for i, n in sorted(names.items()) for x in (F.lit(i), F.lit(n))])
+    ids = F.create_map(*[x for k, i in sorted(segment_ids(model).items())
+                         for x in (F.lit(k), F.lit(i))])
 
     def transform(inputs: DataFrame) -> DataFrame:
+        segment_id = ids[F.col("segment_id").cast("int")]
         return model.transform(inputs).select(
-            "user_id", F.col("segment_id").cast("int").alias("segment_id"),
-            F.coalesce(mapping[F.col("segment_id")], F.lit("regular shoppers")).alias("segment"))
+            "user_id", segment_id.alias("segment_id"),
+            F.coalesce(mapping[segment_id], F.lit("regular shoppers")).alias("segment"))
 
     return transform
