@@ -185,7 +185,21 @@ def run_trials(kills: int, seed: int, users: int, days: int, work: str | None,
         f"{ {k: len(v) for k, v in reference.items()} }; rerun on the same lake: "
         f"{'identical' if not rerun_diff else rerun_diff}")
 
-    trials = []
+    trials: list[dict] = []
+
+    def summary() -> dict:
+        by_stage = collections.Counter((t["stage_at_kill"] or "start-up").split()[-1]
+                                       for t in trials if t["killed"])
+        return {
+            "machine": {"cores": os.cpu_count(), "load_avg": os.getloadavg()},
+            "users": users, "days": days, "seed": seed, "trials_planned": kills,
+            "clean_chain_seconds": clean["chain_seconds"], "tables": sorted(reference),
+            "rows": {k: len(v) for k, v in reference.items()},
+            "rerun_identical": not rerun_diff, "kills": sum(t["killed"] for t in trials),
+            "kills_by_stage": dict(by_stage),
+            "identical_after_rerun": sum(t["identical"] for t in trials), "trials": trials,
+        }
+
     for i in range(1, kills + 1):
         lake_dir, snap = root / f"lake-{i}", root / f"trial-{i}.json"
         at = rng.uniform(0.0, 0.9 * clean["chain_seconds"])
@@ -200,21 +214,12 @@ def run_trials(kills: int, seed: int, users: int, days: int, work: str | None,
         say(f"trial {i:2d}: kill at {at:6.1f} s in {killed['stage'] or 'start-up'!s:28s} "
             f"killed={killed['killed']!s:5s} rerun rc={done['returncode']} "
             f"{'identical' if not diff else 'DIFFERENT ' + json.dumps(diff)[:400]}")
-    by_stage = collections.Counter((t["stage_at_kill"] or "start-up").split()[-1]
-                                   for t in trials if t["killed"])
-    result = {
-        "machine": {"cores": os.cpu_count(), "load_avg": os.getloadavg()},
-        "users": users, "days": days, "seed": seed,
-        "clean_chain_seconds": clean["chain_seconds"], "tables": sorted(reference),
-        "rows": {k: len(v) for k, v in reference.items()},
-        "rerun_identical": not rerun_diff, "kills": sum(t["killed"] for t in trials),
-        "kills_by_stage": dict(by_stage),
-        "identical_after_rerun": sum(t["identical"] for t in trials), "trials": trials,
-    }
-    say(f"{result['kills']} kills ({dict(by_stage)}), {result['identical_after_rerun']}/{kills} "
-        f"reruns identical to the clean run; plain rerun identical: {result['rerun_identical']}")
-    if out:
-        Path(out).write_text(json.dumps(result, indent=1, default=str))
+        if out:  # after every trial, so an interrupted run still leaves its figures
+            Path(out).write_text(json.dumps(summary(), indent=1, default=str))
+    result = summary()
+    say(f"{result['kills']} kills ({result['kills_by_stage']}), "
+        f"{result['identical_after_rerun']}/{kills} reruns identical to the clean run; "
+        f"plain rerun identical: {result['rerun_identical']}")
     ok = result["rerun_identical"] and result["identical_after_rerun"] == kills
     return 0 if ok else 1
 
