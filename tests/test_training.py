@@ -6,6 +6,12 @@ imported; everything else runs in the test process as a single rank.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -105,11 +111,17 @@ def test_resuming_with_a_different_model_shape_fails_clearly(seq_spec, one_rank,
         train("sequence", cfg, seq_spec, str(tmp_path))
 
 
-def test_two_horovodrun_ranks_end_identical_and_match_one_rank_quality(seq_spec, seq_frame,
-                                                                       one_rank, tmp_path):
+@pytest.fixture(scope="module")
+def two_ranks(seq_spec, tmp_path_factory):
+    """Two horovodrun ranks, 4 epochs, uninterrupted."""
     _require_horovod()
-    result = launch("sequence", _cfg(launcher="horovodrun", num_proc=2), seq_spec,
-                    str(tmp_path))
+    out = tmp_path_factory.mktemp("two_ranks")
+    return launch("sequence", _cfg(launcher="horovodrun", num_proc=2), seq_spec, str(out)), out
+
+
+def test_two_horovodrun_ranks_end_identical_and_match_one_rank_quality(seq_frame, one_rank,
+                                                                       two_ranks):
+    result, tmp_path = two_ranks
     r0, r1 = _weights(tmp_path, 0), _weights(tmp_path, 1)
     assert len(r0) == len(r1) > 10
     assert all(np.array_equal(a, b) for a, b in zip(r0, r1))
@@ -120,6 +132,75 @@ def test_two_horovodrun_ranks_end_identical_and_match_one_rank_quality(seq_spec,
     one = one_rank[0]["metrics"]["test"]["purchase_roc_auc"]
     two = result["metrics"]["test"]["purchase_roc_auc"]
     assert two > 0.8 and abs(one - two) < 0.05
+
+
+def _rank_pids(job_file: Path) -> dict[int, int]:
+    """``{horovod rank: pid}`` of the worker processes running ``job_file``."""
+    pids = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"demandlake.training.worker" not in cmd or str(job_file).encode() not in cmd:
+                continue
+            env = dict(kv.split(b"=", 1) for kv in (proc / "environ").read_bytes().split(b"\0")
+                       if b"=" in kv)
+        except (OSError, ValueError):
+            continue
+        if b"HOROVOD_RANK" in env:
+            pids[int(env[b"HOROVOD_RANK"])] = int(proc.name)
+    return pids
+
+
+def _kill_rank_in_epoch_two(out: Path, rank: int, report: dict, timeout_s: float = 600) -> None:
+    """SIGKILL ``rank`` as soon as epoch 1's checkpoint is complete (so during epoch 2)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (out / "checkpoints" / "ckpt-0001" / "state.json").exists():
+            pid = _rank_pids(out / "job.json").get(rank)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                report.update(pid=pid, checkpoints=sorted(
+                    p.name for p in (out / "checkpoints").glob("ckpt-*")))
+                return
+        time.sleep(0.02)
+    report["error"] = "no checkpoint or no rank process before the timeout"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_rank_killed_mid_training_restarts_from_the_checkpoint_and_ends_as_if_uninterrupted(
+        seq_spec, two_ranks, tmp_path):
+    _, reference = two_ranks
+    report: dict = {}
+    killer = threading.Thread(target=_kill_rank_in_epoch_two, args=(tmp_path, 1, report))
+    killer.start()
+    try:
+        result = launch("sequence", _cfg(launcher="horovodrun", num_proc=2, restarts=1),
+                        seq_spec, str(tmp_path))
+    finally:
+        killer.join()
+    assert "pid" in report, report
+    assert "ckpt-0004" not in report["checkpoints"]  # killed before the run could finish
+    first_attempt = (tmp_path / "horovodrun.log").read_text(errors="replace")
+    assert result["attempts"] == 2, first_attempt[-2000:]
+    assert 1 <= result["resumed_from_epoch"] <= 3
+    assert [e["epoch"] for e in result["epochs"]] == [1, 2, 3, 4]
+    for rank in (0, 1):
+        for got, want in zip(_weights(tmp_path, rank), _weights(reference, rank)):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_without_restarts_a_killed_rank_fails_the_launch_clearly(seq_spec, tmp_path):
+    _require_horovod()
+    report: dict = {}
+    killer = threading.Thread(target=_kill_rank_in_epoch_two, args=(tmp_path, 0, report))
+    killer.start()
+    try:
+        with pytest.raises(RuntimeError, match="horovodrun exited with"):
+            launch("sequence", _cfg(launcher="horovodrun", num_proc=2, restarts=0), seq_spec,
+                   str(tmp_path))
+    finally:
+        killer.join()
+    assert "pid" in report, report
 
 
 # ---- driver runs on Delta tables, MLflow ---------------------------------------------------

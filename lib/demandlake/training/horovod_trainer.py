@@ -314,6 +314,7 @@ def train(task: str, cfg: dict, data_spec: dict, out_dir: str) -> dict:
                 log.warning("checkpoint written with %s ranks, resuming with %d: the data "
                             "order differs from an uninterrupted run", state.get("ranks"), size)
     state = hvd.broadcast_object(state, root_rank=0)  # Horovod: ...and tells the others
+    resumed_from_epoch = int(state["epoch"])
     # Horovod: start every rank from rank 0's variables (fresh or restored) and optimizer state.
     hvd.broadcast_variables([v.value for v in model.variables], root_rank=0)
     hvd.broadcast_variables([v.value for v in optimizer.variables], root_rank=0)
@@ -463,7 +464,8 @@ def train(task: str, cfg: dict, data_spec: dict, out_dir: str) -> dict:
     result = _final_evaluation(t, model, tables, counts, data_spec, hvd, rank, ev)
     result.update(epochs=state["history"], ranks=size, policy=policy, xla=use_xla,
                   train_rows_per_rank=train_counts, best_epoch=state.get("best"),
-                  task=task, table_version=data_spec.get("table_version"))
+                  task=task, table_version=data_spec.get("table_version"),
+                  resumed_from_epoch=resumed_from_epoch)
     if rank == 0:
         serving = t.serving_model(model)
         serving.save(out / "model.keras")

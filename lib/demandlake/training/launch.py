@@ -66,7 +66,8 @@ def launch(task: str, cfg: dict, data_spec: dict, out_dir: str, spark=None) -> d
         return train(task, cfg, spec, out_dir)
     if launcher == "horovodrun":
         return run_horovodrun(task, cfg, spec, out_dir, num_proc, tcfg.get("hosts") or None,
-                              _rank_env(tcfg, num_proc), int(tcfg.get("timeout_s") or 0) or None)
+                              _rank_env(tcfg, num_proc), int(tcfg.get("timeout_s") or 0) or None,
+                              restarts=int(tcfg.get("restarts", 0)))
     if spark is None:
         raise ValueError("the spark launcher needs the SparkSession")
     return run_on_spark(task, cfg, spec, out_dir, num_proc, _rank_env(tcfg, num_proc),
@@ -83,30 +84,45 @@ def horovodrun_command(num_proc: int, job_file: str, hosts: str | None = None) -
 
 def run_horovodrun(task: str, cfg: dict, data_spec: dict, out_dir: str, num_proc: int,
                    hosts: str | None = None, env: dict | None = None,
-                   timeout_s: int | None = None) -> dict:
-    """Start the ranks with ``horovodrun --gloo`` and wait; output goes to ``OUT/horovodrun.log``.
+                   timeout_s: int | None = None, restarts: int = 0) -> dict:
+    """Start the ranks with ``horovodrun --gloo`` and wait; output goes to ``OUT/horovodrun.log``
+    (``horovodrun-2.log``, ... for restarts).
+
+    A rank that dies (killed, out of memory, a lost host) makes horovodrun stop every rank and
+    exit non-zero. With ``restarts`` > 0 the job is started again, up to that many times, and
+    resumes from the last complete checkpoint (``training.resume``), so it loses at most the
+    epoch in progress; with ``training.deterministic`` it ends with the weights an uninterrupted
+    run would have had (``tests/test_training.py``).
 
     Raises:
-        RuntimeError: a rank failed (the log's tail is in the message).
+        RuntimeError: the last attempt failed (its log's tail is in the message).
     """
+    if restarts < 0:
+        raise ValueError(f"training.restarts must be >= 0, got {restarts}")
     out = Path(out_dir)
     job = out / "job.json"
     job.write_text(json.dumps({"task": task, "cfg": cfg, "data_spec": data_spec,
                                "out_dir": str(out)}, default=str))
-    (out / "result.json").unlink(missing_ok=True)
     cmd = horovodrun_command(num_proc, str(job), hosts)
     run_env = {**os.environ, **(env or {})}
     lib = str(Path(__file__).resolve().parents[2])
     run_env["PYTHONPATH"] = os.pathsep.join(p for p in (lib, run_env.get("PYTHONPATH")) if p)
-    log_path = out / "horovodrun.log"
-    log.info("running %s", " ".join(cmd))
-    with open(log_path, "w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=run_env,
-                              timeout=timeout_s)
-    if proc.returncode != 0 or not (out / "result.json").exists():
+    for attempt in range(1, restarts + 2):
+        (out / "result.json").unlink(missing_ok=True)
+        log_path = out / ("horovodrun.log" if attempt == 1 else f"horovodrun-{attempt}.log")
+        log.info("running %s (attempt %d of %d)", " ".join(cmd), attempt, restarts + 1)
+        with open(log_path, "w") as fh:
+            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=run_env,
+                                  timeout=timeout_s)
+        if proc.returncode == 0 and (out / "result.json").exists():
+            result = json.loads((out / "result.json").read_text())
+            result["attempts"] = attempt
+            return result
         tail = log_path.read_text(errors="replace")[-4000:]
-        raise RuntimeError(f"horovodrun exited with {proc.returncode}; log {log_path}:\n{tail}")
-    return json.loads((out / "result.json").read_text())
+        if attempt <= restarts:
+            log.warning("horovodrun exited with %d (log %s); restarting from the last "
+                        "checkpoint", proc.returncode, log_path)
+    raise RuntimeError(f"horovodrun exited with {proc.returncode}; log {log_path}:\n{tail}")
 
 
 def _spark_rank(task: str, cfg: dict, data_spec: dict, out_dir: str, env: dict) -> dict:
