@@ -268,6 +268,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "spark.databricks.delta.retentionDurationCheck.enabled=false "
                         "(default: no VACUUM)")
 
+    m = sub.add_parser("maintain", help="compact the lake's Delta tables (OPTIMIZE) and "
+                                        "optionally VACUUM them (docs/OPERATIONS.md)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    m.add_argument("--table", type=table_name, action="append", default=[], dest="tables",
+                   metavar="NAME", help="table to maintain, e.g. silver.sessions (repeatable; "
+                                        "default: every bronze, silver and gold table)")
+    m.add_argument("--vacuum", action="store_true",
+                   help="also VACUUM: delete files older versions need, ending time travel "
+                        "beyond --retain-hours")
+    m.add_argument("--retain-hours", type=non_negative_hours, default=None,
+                   help="VACUUM retention (default: maintenance.retain_hours, 168)")
+
     return parser
 
 
@@ -456,11 +468,23 @@ def cmd_report(cfg, args) -> int:
     return 0
 
 
+def cmd_maintain(cfg, args) -> int:
+    from demandlake import maintenance
+
+    spark = _spark(cfg)
+    result = maintenance.maintain(spark, cfg, args.tables or None, do_vacuum=args.vacuum,
+                                  retain_hours=args.retain_hours)
+    for name, r in result.items():
+        print(f"maintain {name}: {r['files_before']} -> {r['files_after']} files "
+              f"(removed {r['files_removed']}, added {r['files_added']})")
+    return 0
+
+
 COMMANDS: dict[str, Callable] = {
     "generate": cmd_generate, "ingest": cmd_ingest, "sessions": _per_date("sessions"),
     "features": _per_date("features"), "score": _per_date("score"), "train": cmd_train,
     "nightly": cmd_nightly, "backfill": cmd_backfill, "sql": cmd_sql, "status": cmd_status,
-    "report": cmd_report, "forget": cmd_forget,
+    "report": cmd_report, "forget": cmd_forget, "maintain": cmd_maintain,
 }
 
 
