@@ -2,8 +2,9 @@
 ### demandlake weekly retrain
 
 Every Sunday at 06:00 UTC: retrain the review-sentiment and the sequence model, then rescore the
-latest date with whatever is serving afterwards. Each step is the project's own spark-submit job:
-`jobs/train_sentiment.py`, `jobs/train_sequence.py`, `jobs/score.py`. Whether a new version is
+latest date with whatever is serving afterwards, then compact the lake's Delta tables (OPTIMIZE).
+Each step is the project's own spark-submit job: `jobs/train_sentiment.py`,
+`jobs/train_sequence.py`, `jobs/score.py`, `jobs/maintain.py`. Whether a new version is
 promoted to serving (only when better than the current one on the same validation split) is
 decided in the library (`demandlake.training`), not here.
 
@@ -92,6 +93,18 @@ with DAG(
     )
 
     jobs = [stage_job(stage) for stage in STAGES]
+    # Weekly Delta housekeeping once the week's writes are done: OPTIMIZE compacts the small
+    # files the nightly MERGEs leave (docs/BENCHMARKS.md). No VACUUM here: time travel stays.
+    maintain = SparkSubmitOperator(
+        task_id="maintain",
+        conn_id="spark_default",
+        application=f"{PROJECT_DIR}/jobs/maintain.py",
+        name=f"demandlake-maintain-{LATEST_DATE}",
+        jars=JARS,
+        packages=PACKAGES,
+        application_args=["--lake", LAKE, "--conf-file", CONF_FILE,
+                          "--set", f"lake.raw_uri={RAW_DIR}"],
+    )
     wait_for_nightly >> jobs[0]
-    for upstream, downstream in zip(jobs, jobs[1:]):
+    for upstream, downstream in zip([*jobs], [*jobs[1:], maintain]):
         upstream >> downstream

@@ -243,3 +243,25 @@ def test_snapshot_refuses_tables_whose_files_alone_do_not_tell_the_rows():
         check_plain_parquet({"delta.enableDeletionVectors": "true"}, "t")
     with pytest.raises(ValueError, match="column mapping"):
         check_plain_parquet({"delta.columnMapping.mode": "name"}, "t")
+
+
+def test_the_gpu_benchmark_script_runs_the_same_model_through_plain_keras(tmp_path):
+    # bench/gpu_keras.py is what runs on the JAX/PyTorch GPU node; here it runs on TensorFlow/CPU
+    # so a change to the model builders cannot break it unnoticed.
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, str(root / "bench" / "gpu_keras.py"), "--encoders", "lstm",
+         "--precisions", "fp32", "--jit", "false", "--batch", "8", "--steps", "2",
+         "--epochs", "2", "--items", "100", "--categories", "10", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["examples_per_s"] > 0 and row["params"] > 1000

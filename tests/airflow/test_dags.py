@@ -82,9 +82,14 @@ def test_retrain_trains_both_models_then_rescores(dagbag):
     from airflow.sdk import CronTriggerTimetable
 
     dag = dagbag.dags[RETRAIN]
-    assert set(dag.task_ids) == {"wait_for_nightly", "train_sentiment", "train_sequence", "score"}
+    assert set(dag.task_ids) == {"wait_for_nightly", "train_sentiment", "train_sequence", "score",
+                                 "maintain"}
     assert _edges(dag) == {("wait_for_nightly", "train_sentiment"),
-                           ("train_sentiment", "train_sequence"), ("train_sequence", "score")}
+                           ("train_sentiment", "train_sequence"), ("train_sequence", "score"),
+                           ("score", "maintain")}
+    maintain = dag.get_task("maintain")
+    assert maintain.application.endswith("/jobs/maintain.py")
+    assert "--run-date" not in maintain.application_args  # the job maintains whole tables
     assert isinstance(dag.timetable, CronTriggerTimetable)
     assert dag.timetable.expression == "0 6 * * 0"
     assert dag.catchup is False and dag.max_active_runs == 1
