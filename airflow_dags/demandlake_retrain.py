@@ -105,6 +105,6 @@ with DAG(
         application_args=["--lake", LAKE, "--conf-file", CONF_FILE,
                           "--set", f"lake.raw_uri={RAW_DIR}"],
     )
-    wait_for_nightly >> jobs[0]
-    for upstream, downstream in zip([*jobs], [*jobs[1:], maintain]):
+    chain = [wait_for_nightly, *jobs, maintain]
+    for upstream, downstream in zip(chain, chain[1:]):
         upstream >> downstream

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import duckdb_reference as ref  # noqa: E402
+from doc_sections import update_section  # noqa: E402
 
 log = logging.getLogger("pipeline_scale")
 
@@ -359,14 +360,7 @@ def render(results: list[dict], meta: dict) -> str:
 
 
 def update_doc(doc: Path, section: str) -> None:
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if DOC_BEGIN in text and DOC_END in text:
-        head, rest = text.split(DOC_BEGIN, 1)
-        tail = rest.split(DOC_END, 1)[1]
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    doc.write_text(text)
+    update_section(doc, section, DOC_BEGIN, DOC_END)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,6 +63,12 @@ def file_stats(spark: SparkSession, cfg: Config, name: str) -> dict:
     }
 
 
+def file_count(spark: SparkSession, cfg: Config, name: str) -> int:
+    """Data files of the current version, from the Delta log (``DESCRIBE DETAIL``'s numFiles)."""
+    spec = lake.ensure_table(spark, cfg, name)
+    return int(DeltaTable.forPath(spark, spec.location(cfg)).detail().first()["numFiles"])
+
+
 def optimize(spark: SparkSession, cfg: Config, name: str) -> dict:
     """Compact ``name`` (Delta OPTIMIZE); returns files removed/added."""
     spec = lake.ensure_table(spark, cfg, name)
@@ -105,11 +111,11 @@ def maintain(spark: SparkSession, cfg: Config, names: Iterable[str] | None = Non
     out: dict[str, dict] = {}
     with runlog.tracked(spark, cfg, "maintain", None) as run:
         for name in chosen:
-            before = file_stats(spark, cfg, name)["files"]
-            result = {"files_before": before, **optimize(spark, cfg, name)}
+            result = {"files_before": file_count(spark, cfg, name),
+                      **optimize(spark, cfg, name)}
             if do_vacuum:
                 vacuum(spark, cfg, name, hours)
-            result["files_after"] = file_stats(spark, cfg, name)["files"]
+            result["files_after"] = file_count(spark, cfg, name)
             log.info("maintain %s: %s", name, result)
             out[name] = result
         run.add(tables=len(out), files_before=sum(r["files_before"] for r in out.values()),
