@@ -34,14 +34,35 @@ def vocab_rows(built: dt.date, items=(), categories=()):
     return rows
 
 
-def test_plan_cutoffs_orders_splits_in_time_and_drops_label_windows_crossing_the_next_split():
+def test_plan_cutoffs_orders_splits_in_time_and_leaves_a_horizon_between_them():
     plan = plan_cutoffs(D(2024, 3, 1), D(2024, 3, 20), step=1, horizon=2, split_fractions=SPLIT)
-    # 18 candidates (03-02 .. 03-19, label window inside the data): 11 train, 3 validation,
-    # 4 test; 03-12 (labels 03-12..03-13) and 03-15 (03-15..03-16) reach into the next split.
+    # 18 candidates (03-02 .. 03-19, label window inside the data). One is left out before each
+    # later split (03-12, 03-16: their labels would reach it); the 16 left go 60/20/20 -> 10/3/3.
     days = lambda a, b: [D(2024, 3, d) for d in range(a, b + 1)]  # noqa: E731
-    expected = ([(d, "train") for d in days(2, 11)] + [(d, "validation") for d in days(13, 14)]
-                + [(d, "test") for d in days(16, 19)])
+    expected = ([(d, "train") for d in days(2, 11)] + [(d, "validation") for d in days(13, 15)]
+                + [(d, "test") for d in days(17, 19)])
     assert plan == expected
+
+
+@pytest.mark.parametrize("days,horizon,step,expected", [
+    (28, 7, 1, {"train": 5, "validation": 2, "test": 2}),  # 21 candidates, 2 gaps of 6
+    (90, 7, 1, {"train": 43, "validation": 14, "test": 14}),  # 83 - 12 = 71 kept
+    (28, 7, 3, {"train": 1, "validation": 1, "test": 1}),  # 7 - 2 gaps of 2: 2/0/1 -> 1/1/1
+    (12, 7, 1, {"train": 5}),  # 5 candidates: no room for a gap of 6, train only
+    (20, 7, 1, {"train": 5, "validation": 2}),  # 13 candidates: room for one gap (test goes)
+])
+def test_every_split_gets_its_share_after_the_gaps(days, horizon, step, expected):
+    first = D(2024, 1, 1)
+    plan = plan_cutoffs(first, first + dt.timedelta(days=days - 1), step=step, horizon=horizon,
+                        split_fractions=SPLIT)
+    got = {s: sum(1 for _, x in plan if x == s) for s in ("train", "validation", "test")}
+    assert {s: n for s, n in got.items() if n} == expected
+    h = dt.timedelta(days=horizon)
+    order = [x for _, x in plan]
+    assert order == sorted(order, key=["train", "validation", "test"].index)
+    for a, b in zip(plan, plan[1:]):
+        if a[1] != b[1]:  # no label window of a split reaches the next split
+            assert a[0] + h <= b[0]
 
 
 def test_planned_label_periods_of_the_splits_do_not_overlap():

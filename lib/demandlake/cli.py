@@ -339,7 +339,7 @@ def cmd_generate(cfg, args) -> int:
     g = cfg.get("generator") or {}
     out = args.out or cfg.raw_uri
     summary = synth.generate(
-        out, users=args.users or g.get("users", 200), days=args.days or g.get("days", 14),
+        out, users=args.users or g.get("users", 200), days=args.days or g.get("days", 28),
         start_date=args.start_date or g.get("start_date", "2026-11-01"),
         seed=args.seed if args.seed is not None else g.get("seed", 7),
         events_target=args.events, workers=args.workers)

@@ -149,6 +149,12 @@ def run_sequence_examples(spark: SparkSession, cfg: Config) -> dict[str, int]:
         fractions = cfg.get("sequences.split", {"train": 0.6, "validation": 0.2, "test": 0.2})
         plan = plan_cutoffs(first, last, int(cfg.get("sequences.cutoff_step_days", 1)), horizon,
                             fractions)
+        missing = [s for s in SPLITS if s not in {split for _, split in plan}]
+        if missing:
+            log.warning("sequence examples: no %s cutoffs in %s..%s with a %d-day horizon (the "
+                        "splits need gaps of a horizon between them); a model trained without "
+                        "validation data is not promoted: more days of history are needed",
+                        "/".join(missing), first, last, horizon)
         through = vocabulary_through(plan, horizon)
         vocab = build_vocabularies(events, through, int(cfg.get("sequences.min_item_count", 2)))
         lake.overwrite_all(spark, cfg, "gold.vocabularies", vocab)
@@ -168,14 +174,18 @@ def run_sequence_examples(spark: SparkSession, cfg: Config) -> dict[str, int]:
             counts[f"positives_{row['split']}"] = int(row["pos"] or 0)
         for row in lake.read(spark, cfg, "gold.vocabularies").groupBy("vocab").count().collect():
             counts[f"vocab_{row['vocab']}"] = int(row["count"])
-        run.add(**counts, history_first=first, history_last=last, vocab_through=through)
+        run.add(**counts, history_first=first, history_last=last, vocab_through=through,
+                splits_missing=",".join(missing))
         log.info("sequence examples: %s", counts)
         return counts
 
 
-def build_scoring_sequences(spark: SparkSession, cfg: Config, run_date: dt.date) -> DataFrame:
+def build_scoring_sequences(spark: SparkSession, cfg: Config, run_date: dt.date,
+                            vocab: DataFrame | None = None) -> DataFrame:
     """Latest sequences of every user with an event on or before ``run_date`` (split ``score``,
-    cutoff ``run_date + 1``, labels null), coded with the stored vocabulary (unseen tokens -> 1).
+    cutoff ``run_date + 1``, labels null), coded with ``vocab`` (gold.vocabularies rows; the
+    current table when None; unseen tokens -> 1). Scoring passes the serving model's own
+    vocabulary (``pipeline_score.model_vocabulary``).
 
     Returns:
         A lazy DataFrame of gold.sequence_examples rows (the caller scores and writes it).
@@ -184,7 +194,7 @@ def build_scoring_sequences(spark: SparkSession, cfg: Config, run_date: dt.date)
         RuntimeError: when no vocabulary was built yet.
     """
     with runlog.tracked(spark, cfg, "score_sequences", run_date) as run:
-        vocab = lake.read(spark, cfg, "gold.vocabularies")
+        vocab = lake.read(spark, cfg, "gold.vocabularies") if vocab is None else vocab
         built_through = vocab.agg(F.max("built_through")).first()[0]
         if built_through is None:
             raise RuntimeError("gold.vocabularies is empty: run run_sequence_examples first")

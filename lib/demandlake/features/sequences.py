@@ -22,12 +22,15 @@ Examples, one per (user, cutoff date):
   category ids; 1 for a category outside the vocabulary).
 
 Cutoffs and splits (``plan_cutoffs``): every ``step`` days from the first date of data, while the
-whole label window is observed (``cutoff + horizon <= last_date + 1``). Distinct cutoff dates in
-time order: the first 60% train, next 20% validation, last 20% test (``sequences.split``, rounded
-half up). Against leakage, a cutoff is dropped when its label window
-``[cutoff, cutoff + horizon)`` runs past the first cutoff of a later split, so a train label never
-falls in the validation or test period, nor a validation label in the test period. The vocabulary
-is built from events before the first validation cutoff (the training window).
+whole label window is observed (``cutoff + horizon <= last_date + 1``), in time order: train, then
+validation, then test. Against leakage, no label window ``[cutoff, cutoff + horizon)`` of a split
+may reach the first cutoff of a later one, so a train label never falls in the validation or test
+period, nor a validation label in the test period: between two splits, ``ceil(horizon / step) - 1``
+candidate cutoffs are left out. The fractions (``sequences.split``: 60/20/20, rounded half up)
+apply to the cutoffs that remain, so a short history (28 days, horizon 7) still gets every split
+(at least one cutoff each when there is room; when there is not, test and then validation are
+left out). The
+vocabulary is built from events before the first validation cutoff (the training window).
 """
 from __future__ import annotations
 
@@ -110,21 +113,34 @@ def plan_cutoffs(first_date: dt.date, last_date: dt.date, step: int, horizon: in
     while cutoff + h <= end:
         candidates.append(cutoff)
         cutoff += dt.timedelta(days=int(step))
-    n = len(candidates)
-    train_end = _round_half_up(n * fractions["train"])
-    validation_end = _round_half_up(n * (fractions["train"] + fractions["validation"]))
-    labelled = [(c, "train" if i < train_end else "validation" if i < validation_end else "test")
-                for i, c in enumerate(candidates)]
-    first_of: dict[str, dt.date] = {}
-    for c, split in labelled:
-        first_of.setdefault(split, c)
-    kept = []
-    for c, split in labelled:
-        later = [first_of[s] for s in SPLITS[SPLITS.index(split) + 1:] if s in first_of]
-        label_window_crosses = bool(later) and c + h > min(later)
-        if not label_window_crosses:
-            kept.append((c, split))
-    return kept
+    gap = -(-int(horizon) // int(step)) - 1  # candidates left out between two splits
+    active = [s for s in SPLITS if fractions[s] > 0]
+    usable = len(candidates) - gap * (len(active) - 1)
+    while len(active) > 1 and usable < len(active):
+        # No room for a cutoff in every split: leave out the smallest share (test before
+        # validation on a tie: promotion compares models on validation).
+        active.remove(min(reversed(active), key=lambda s: fractions[s]))
+        usable = len(candidates) - gap * (len(active) - 1)
+    counts = _allocate(max(usable, 0), {s: fractions[s] for s in active})
+    plan, i = [], 0
+    for split in active:
+        plan += [(c, split) for c in candidates[i:i + counts[split]]]
+        i += counts[split] + gap
+    return plan
+
+
+def _allocate(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
+    """``n`` items over the splits in order, by cumulative fraction rounded half up; when ``n``
+    allows, a split that rounds to none takes one from the largest."""
+    total, out, cum, done = sum(fractions.values()), {}, 0.0, 0
+    for split, f in fractions.items():
+        cum += f / total
+        upto = _round_half_up(n * cum)
+        out[split], done = upto - done, upto
+    while n >= len(out) and min(out.values()) == 0:
+        out[max(out, key=out.get)] -= 1
+        out[min(out, key=out.get)] += 1
+    return out
 
 
 def vocabulary_through(plan: Sequence[tuple[dt.date, str]], horizon: int) -> dt.date:
