@@ -305,6 +305,54 @@ def test_model_categories_name_ids_through_the_vocabulary(spark):
         fc.model_categories(scores, cats, "argmax", 3)
 
 
+def test_scoring_codes_sequences_with_the_serving_models_own_vocabulary(spark, tmp_path):
+    """A later rebuild of gold.vocabularies (a retrain that was not promoted), even vacuumed,
+    does not change the ids the serving model is fed; without its copy scoring stops clearly."""
+    from demandlake import lake, maintenance
+    from demandlake.config import local_path
+    from demandlake.features.sequences import build_vocabularies
+    from demandlake.pipeline_score import model_vocabulary
+    from demandlake.pipeline_transform import build_scoring_sequences
+    from demandlake.scoring import serving
+    from demandlake.training.tracking import VOCABULARY_ARTIFACT
+
+    cfg = tl.lake_config(tmp_path)
+    tl.reset_catalog(spark, cfg)
+    tl.write_inputs(spark, cfg)  # vocabulary through VOCAB_THROUGH: new01's items are unseen
+    tl.log_sequence_model(spark, cfg)
+    rows = lambda df: sorted(tuple(r) for r in df.select(  # noqa: E731
+        "vocab", "token", "id", "count", "built_through").collect())
+    trained = rows(lake.read(spark, cfg, "gold.vocabularies"))
+    lake.overwrite_all(spark, cfg, "gold.vocabularies", build_vocabularies(
+        lake.read(spark, cfg, "bronze.events"), tl.RUN, 1))
+    key = "spark.databricks.delta.retentionDurationCheck.enabled"
+    spark.conf.set(key, "false")
+    try:  # no time travel back to the trained version any more
+        maintenance.vacuum(spark, cfg, "gold.vocabularies", 0)
+    finally:
+        spark.conf.unset(key)
+    assert rows(lake.read(spark, cfg, "gold.vocabularies")) != trained
+
+    model, why = serving.resolve(cfg, "sequence")
+    assert model is not None, why
+    vocab = model_vocabulary(spark, cfg, model)
+    assert rows(vocab) == trained
+    ids = lambda seqs: {r["user_id"]: r["item_ids"] for r in seqs.collect()}  # noqa: E731
+    served = ids(build_scoring_sequences(spark, cfg, tl.RUN, vocab))
+    current = ids(build_scoring_sequences(spark, cfg, tl.RUN))
+    assert set(served["new01"]) <= {0, 1}  # unseen in training: padding and out-of-vocabulary
+    assert max(current["new01"]) >= 2  # the rebuilt table knows them
+    item_ids = {t: i for v, t, i, *_ in trained if v == "item"}
+    assert all(i in item_ids.values() or i in (0, 1) for i in served["u00"])
+
+    store = local_path(cfg.lake_uri) / "_mlflow"  # the run's artifacts, beside the SQLite store
+    logged = [p for p in store.rglob("*.parquet") if p.as_posix().endswith(VOCABULARY_ARTIFACT)]
+    assert len(logged) == 1
+    logged[0].unlink()
+    with pytest.raises(RuntimeError, match="retrain the sequence model"):
+        model_vocabulary(spark, cfg, model)
+
+
 def test_score_band_rejects_unordered_thresholds():
     with pytest.raises(ValueError, match="bands"):
         fc.score_band(None, {"high": 0.2, "medium": 0.5})

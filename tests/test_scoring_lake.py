@@ -140,7 +140,7 @@ def log_sequence_model(spark, cfg) -> int:
     import pandas as pd
 
     from demandlake.training import tracking
-    from demandlake.training.runner import SECTIONS, vocab_sizes
+    from demandlake.training.runner import SECTIONS, vocab_sizes, vocabulary_frame, work_dir
     from demandlake.training.tasks import make_task
 
     sizes, vocab_version = vocab_sizes(spark, cfg)
@@ -153,6 +153,8 @@ def log_sequence_model(spark, cfg) -> int:
               "data.vocabularies_version": str(vocab_version)}
     run_id, _ = tracking.start_run(experiment, "test-sequence", "sequence-test", params,
                                    {"task": "sequence"}, resume=False)
+    tracking.log_vocabulary(run_id, vocabulary_frame(spark, cfg, vocab_version),
+                            work_dir(cfg) / "test-sequence")  # as train_model does
     length = int(cfg["sequences.max_length"])
     example = pd.DataFrame({c: [[2] * length] for c in
                             ("item_ids", "category_ids", "event_type_ids", "price_buckets")})

@@ -27,7 +27,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from demandlake import lake, quality, runlog
+from demandlake import lake, quality, runlog, schemas
 from demandlake.config import Config
 from demandlake.scoring import forecasts as fc
 from demandlake.scoring import profiles as pr
@@ -87,23 +87,46 @@ def active_users(spark: SparkSession, cfg: Config, run_date: dt.date) -> DataFra
                    & (F.col("days_since_last_event") < F.lit(days))))
 
 
-def _vocabulary(spark: SparkSession, cfg: Config, model: serving.ServingModel) -> DataFrame:
-    """gold.vocabularies as the model saw it (time travel to its version when that still exists)."""
-    location = lake.ensure_table(spark, cfg, "gold.vocabularies").location(cfg)
+def model_vocabulary(spark: SparkSession, cfg: Config, model: serving.ServingModel) -> DataFrame:
+    """The id mapping ``model`` was trained with, for coding its input sequences and naming its
+    category ids.
+
+    gold.vocabularies is rebuilt with every set of training examples, and a retrained model is
+    not always promoted, so the table may have moved on from the serving model. In order: the
+    current table when it is still the version the model's run recorded
+    (``data.vocabularies_version``); else the copy logged with the model
+    (``tracking.VOCABULARY_ARTIFACT``); else the recorded version by time travel (models logged
+    before the artifact existed); a model without that param gets the current table.
+
+    Raises:
+        RuntimeError: when the model's vocabulary exists nowhere any more (vacuumed, no artifact).
+    """
     current = lake.table_version(spark, cfg, "gold.vocabularies")
     trained = model.param("data.vocabularies_version")
-    if trained is not None and int(trained) != current:
-        try:
-            vocab = spark.read.format("delta").option("versionAsOf", int(trained)).load(location)
-            vocab.limit(1).count()
-            log.warning("gold.vocabularies is at v%d, the model was trained on v%s: category "
-                        "ids are named with v%s; sequences use the current ids",
-                        current, trained, trained)
-            return vocab
-        except Exception as exc:  # vacuumed history: the current table is the best there is
-            log.warning("vocabulary v%s of the model is gone (%s); using v%d",
-                        trained, exc, current)
-    return lake.read(spark, cfg, "gold.vocabularies")
+    if trained is None:
+        log.warning("%s v%d records no vocabulary version: using gold.vocabularies v%d",
+                    model.name, model.version, current)
+        return lake.read(spark, cfg, "gold.vocabularies")
+    if int(trained) == current:
+        return lake.read(spark, cfg, "gold.vocabularies")
+    frame = serving.vocabulary_artifact(model)
+    if frame is not None:
+        log.info("gold.vocabularies is at v%d, %s v%d was trained on v%s: using the model's copy "
+                 "(%d rows)", current, model.name, model.version, trained, len(frame))
+        return spark.createDataFrame(frame, schemas.GOLD_VOCABULARIES)
+    location = lake.ensure_table(spark, cfg, "gold.vocabularies").location(cfg)
+    try:
+        vocab = spark.read.format("delta").option("versionAsOf", int(trained)).load(location)
+        vocab.limit(1).count()
+    except Exception as exc:
+        raise RuntimeError(
+            f"{model.name} v{model.version} was trained on gold.vocabularies v{trained}, which "
+            f"is gone ({type(exc).__name__}), and its run logged no vocabulary: retrain the "
+            "sequence model (demandlake train --model sequence) or promote one trained on the "
+            f"current v{current}") from exc
+    log.warning("gold.vocabularies is at v%d: using v%s, which %s v%d was trained on, by time "
+                "travel", current, trained, model.name, model.version)
+    return vocab
 
 
 def score_sequences(spark: SparkSession, cfg: Config, run_date: dt.date, users: DataFrame,
@@ -116,7 +139,8 @@ def score_sequences(spark: SparkSession, cfg: Config, run_date: dt.date, users: 
     from demandlake.pipeline_transform import build_scoring_sequences
 
     top_n = int(cfg.get("scoring.top_categories", 3))
-    sequences = (build_scoring_sequences(spark, cfg, run_date)
+    vocab = model_vocabulary(spark, cfg, model)
+    sequences = (build_scoring_sequences(spark, cfg, run_date, vocab)
                  .join(users.select("user_id"), on="user_id", how="left_semi"))
     scorer = udfs.sequence_scorer(model.uri, model.tracking_uri,
                                   int(cfg.get("scoring.batch_size", 2048)), top_n,
@@ -125,7 +149,7 @@ def score_sequences(spark: SparkSession, cfg: Config, run_date: dt.date, users: 
            .mapInPandas(scorer, udfs.SEQUENCE_SCORES))
     head = model.param("sequence_model.category_head") or cfg.get("sequence_model.category_head",
                                                                   "softmax")
-    return fc.model_categories(raw, fc.category_map(_vocabulary(spark, cfg, model)), head, top_n)
+    return fc.model_categories(raw, fc.category_map(vocab), head, top_n)
 
 
 def _segments(cfg: Config, active: DataFrame, n_users: int) -> tuple[DataFrame, str, dict]:

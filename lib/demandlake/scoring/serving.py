@@ -24,6 +24,7 @@ class ServingModel:
     uri: str
     tracking_uri: str
     params: dict
+    run_id: str | None = None
 
     def param(self, key: str, default=None):
         return self.params.get(key, default)
@@ -65,11 +66,33 @@ def resolve(cfg: Config, task: str) -> tuple[ServingModel | None, str]:
     version = int(uri.rsplit("/", 1)[1])
     client = MlflowClient()
     params: dict = {}
+    run_id = None
     try:
-        run_id = client.get_model_version(name, str(version)).run_id
+        run_id = client.get_model_version(name, str(version)).run_id or None
         if run_id:
             params = dict(client.get_run(run_id).data.params)
     except Exception as exc:  # the run may have been deleted; the model itself still loads
         log.warning("no training run parameters for %s v%d: %s", name, version, exc)
     log.info("serving %s model: %s v%d", task, name, version)
-    return ServingModel(task, name, version, uri, tracking.tracking_uri(cfg), params), ""
+    return ServingModel(task, name, version, uri, tracking.tracking_uri(cfg), params, run_id), ""
+
+
+def vocabulary_artifact(model: ServingModel):
+    """The id mapping logged with ``model``'s training run (``VOCABULARY_ARTIFACT``) as a pandas
+    frame of gold.vocabularies rows, or None when the run has none (or is gone)."""
+    import mlflow
+    import pandas as pd
+
+    from demandlake.training.tracking import VOCABULARY_ARTIFACT
+
+    if not model.run_id:
+        return None
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=model.run_id,
+                                                   artifact_path=VOCABULARY_ARTIFACT,
+                                                   tracking_uri=model.tracking_uri)
+    except Exception as exc:  # runs from before the artifact existed, or a deleted run
+        log.warning("%s v%d: no vocabulary artifact in run %s (%s)", model.name, model.version,
+                    model.run_id, exc)
+        return None
+    return pd.read_parquet(path)

@@ -75,6 +75,13 @@ def vocab_sizes(spark, cfg: Config) -> tuple[dict[str, int], int]:
     return sizes, version
 
 
+def vocabulary_frame(spark, cfg: Config, version: int):
+    """gold.vocabularies as of ``version``, as pandas (the model's lookup table: one row per
+    item/category/event type it can tell apart, so it is as large as its embeddings)."""
+    return (spark.read.format("delta").option("versionAsOf", version)
+            .load(table_location(cfg, "gold.vocabularies")).orderBy("vocab", "id").toPandas())
+
+
 def work_dir(cfg: Config) -> Path:
     """Folder for checkpoints and results (must be shared by all ranks' hosts)."""
     configured = cfg.get("training.work_dir") or ""
@@ -145,6 +152,9 @@ def train_model(spark, cfg: Config, task: str) -> TrainingResult:
         resume=bool(tcfg.get("resume", True)))
     if not resumed:
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    if task == "sequence":
+        # The model carries the id mapping it learns with (the same table version as vocab_sizes).
+        tracking.log_vocabulary(run_id, vocabulary_frame(spark, cfg, vocab_version), out_dir)
 
     champion = tracking.serving_version(name, alias) if tcfg.get("compare_with_serving", True) \
         else None

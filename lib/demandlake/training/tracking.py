@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 RUN_KEY_TAG = "demandlake.run_key"
 REGISTERED_NAMES = {"sequence": "demandlake-sequence", "sentiment": "demandlake-sentiment"}
+# The sequence model's own copy of gold.vocabularies (as of the version it was trained on):
+# scoring codes sequences with it, whatever the table holds after later rebuilds.
+VOCABULARY_ARTIFACT = "vocabulary/vocabularies.parquet"
 
 
 def tracking_uri(cfg) -> str:
@@ -57,6 +60,19 @@ def configure(cfg) -> str:
         # Beside the SQLite store, never ./mlruns of whatever directory the job started in.
         artifacts = (lake_local / "_mlflow" / "artifacts").as_uri()
     return mlflow.create_experiment(name, artifact_location=artifacts)
+
+
+def log_vocabulary(run_id: str, vocabulary, out_dir: Path) -> str:
+    """Log ``vocabulary`` (a pandas frame of gold.vocabularies rows) as ``VOCABULARY_ARTIFACT``
+    of the run; returns the local file written."""
+    from mlflow.tracking import MlflowClient
+
+    folder, name = VOCABULARY_ARTIFACT.rsplit("/", 1)
+    path = Path(out_dir) / folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vocabulary.to_parquet(path, index=False)
+    MlflowClient().log_artifact(run_id, str(path), folder)
+    return str(path)
 
 
 def flatten(prefix: str, tree: Any) -> dict[str, str]:
