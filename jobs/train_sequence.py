@@ -2,8 +2,9 @@
 
     spark-submit --master local[*] jobs/train_sequence.py --run-date 2026-11-14 [--lake URI] [--conf-file F]
 
-On a cluster, ship the package with `--py-files dist/demandlake-*.whl` (or install it on the
-nodes) and pass the lake URI (s3a://, abfss://, hdfs://).
+On a cluster, ship the package with `--py-files dist/demandlake-*.zip` (the wheel under a
+.zip name: pyspark puts only .zip/.egg on the executors' path) or install it on the
+nodes, and pass the lake URI (s3a://, abfss://, hdfs://).
 """
 import sys
 

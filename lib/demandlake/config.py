@@ -11,27 +11,37 @@ Secrets never come from these files: they are read from the environment where us
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import yaml
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
 
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-_CANDIDATE_CONF_DIRS = [PROJECT_ROOT / "conf", Path(__file__).resolve().parent / "conf"]
 
 
-def _conf_dir() -> Path:
+def _conf_dir() -> Path | Traversable:
+    """The folder holding ``defaults.yaml``: $DEMANDLAKE_CONF_DIR, the clone's ``conf/``, else
+    the copy packaged in the wheel (``demandlake/conf``, a symlink to ``conf/defaults.yaml`` in
+    the clone). That one is read through importlib.resources, not ``__file__``: with the wheel on
+    ``spark-submit --py-files`` the package is imported from inside the zip, where no path exists.
+    """
     env = os.environ.get("DEMANDLAKE_CONF_DIR")
     if env:
         return Path(env)
-    for cand in _CANDIDATE_CONF_DIRS:
-        if (cand / "defaults.yaml").exists():
-            return cand
+    if (PROJECT_ROOT / "conf" / "defaults.yaml").exists():
+        return PROJECT_ROOT / "conf"
+    packaged = importlib.resources.files(__package__) / "conf"
+    if (packaged / "defaults.yaml").is_file():
+        return packaged
     raise FileNotFoundError("conf/defaults.yaml not found; set DEMANDLAKE_CONF_DIR")
 
 
@@ -159,7 +169,9 @@ def load_config(
     data: dict = {}
     used: list[str] = []
     for i, path in enumerate(layers):
-        if not path.exists():
+        # defaults/local may lie inside the zipped wheel (a Traversable: is_file, no exists);
+        # --conf-file may be /dev/null (exists, not a regular file).
+        if not (path.is_file() if i < 2 else path.exists()):
             if i >= 2:
                 raise FileNotFoundError(f"config file not found: {path}")
             continue

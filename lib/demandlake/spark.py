@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from pyspark import SparkConf
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from demandlake.config import Config, load_config, local_path
@@ -58,6 +58,10 @@ def _submitted_conf() -> dict[str, str]:
     """Settings already fixed by spark-submit (empty when run as a plain Python process)."""
     if "PYSPARK_GATEWAY_PORT" not in os.environ and SparkSession.getActiveSession() is None:
         return {}
+    # Connect to spark-submit's JVM first: a SparkConf made before the gateway exists is an
+    # empty Python-side dict, which hid --master, --jars and every --conf (the jobs then ran on
+    # the YAML's local[*] whatever --master said; scripts/cluster_check.sh caught it).
+    SparkContext._ensure_initialized()
     return dict(SparkConf().getAll())
 
 
@@ -111,7 +115,7 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
         return active
     submitted = _submitted_conf()
     builder = SparkSession.builder.appName(app_name or cfg.get("spark.app_name", "demandlake"))
-    if not submitted and "spark.master" not in submitted:
+    if "spark.master" not in submitted:
         builder = builder.master(cfg.get("spark.master", "local[*]"))
     for key, value in session_conf(cfg).items():
         if key in submitted:

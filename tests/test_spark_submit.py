@@ -1,0 +1,47 @@
+"""Under spark-submit, its ``--master`` and ``--conf`` win over conf/defaults.yaml, and the YAML
+fills the gaps (scripts/cluster_check.sh found that every job ran on the YAML's ``local[*]``,
+whatever ``--master`` said: ``SparkConf()`` read before the gateway existed was empty)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+PROBE = textwrap.dedent("""
+    import sys
+    from demandlake.config import load_config
+    from demandlake.spark import get_spark
+
+    cfg = load_config(overrides=[f"lake.uri={sys.argv[1]}", "lake.catalog=in-memory"])
+    spark = get_spark(cfg)
+    print("MASTER=" + spark.sparkContext.master)
+    print("PARTITIONS=" + spark.conf.get("spark.sql.shuffle.partitions"))
+    print("SNAPSHOT=" + spark.conf.get("spark.databricks.delta.snapshotPartitions"))
+    spark.stop()
+""")
+
+
+def test_spark_submit_master_and_conf_win_over_the_yaml(tmp_path):
+    from demandlake.config import load_config
+    from demandlake.spark import cached_delta_jars
+
+    yaml = load_config(overrides=[f"lake.uri={tmp_path / 'lake'}"])
+    assert yaml.get("spark.master") != "local[1]"  # else the test could not tell them apart
+    assert str(yaml.get("spark.conf", {}).get("spark.sql.shuffle.partitions")) != "3"
+    snapshot = str(yaml.get("spark.conf", {})["spark.databricks.delta.snapshotPartitions"])
+
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    jars = cached_delta_jars()
+    cmd = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[1]",
+           "--conf", "spark.sql.shuffle.partitions=3", "--driver-memory", "1g",
+           *(["--jars", ",".join(jars)] if jars else []), str(probe), str(tmp_path / "lake")]
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = dict(ln.split("=", 1) for ln in out.stdout.splitlines() if "=" in ln)
+    assert lines.get("MASTER") == "local[1]", out.stdout
+    assert lines.get("PARTITIONS") == "3", out.stdout
+    assert lines.get("SNAPSHOT") == snapshot, out.stdout  # not submitted: the YAML's value
