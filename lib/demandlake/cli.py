@@ -336,12 +336,12 @@ def _spark(cfg):
 def cmd_generate(cfg, args) -> int:
     from demandlake import synth
 
-    g = cfg.get("generator") or {}
+    g = synth.configured(cfg)
     out = args.out or cfg.raw_uri
     summary = synth.generate(
-        out, users=args.users or g.get("users", 200), days=args.days or g.get("days", 28),
-        start_date=args.start_date or g.get("start_date", "2026-11-01"),
-        seed=args.seed if args.seed is not None else g.get("seed", 7),
+        out, users=args.users or g["users"], days=args.days or g["days"],
+        start_date=args.start_date or g["start_date"],
+        seed=args.seed if args.seed is not None else g["seed"],
         events_target=args.events, workers=args.workers)
     print(f"wrote {summary} to {out}")
     return 0

@@ -131,10 +131,8 @@ def ensure_sample_data(spark: SparkSession, cfg: Config) -> list[dt.date]:
     if out is None:
         raise FileNotFoundError(f"no raw data under {cfg.raw_uri} (sample data is only "
                                 "generated on a local lake)")
-    g = cfg.get("generator") or {}
     log.info("lake is empty: generating sample data into %s", out)
-    synth.generate(out, users=int(g.get("users", 200)), days=int(g.get("days", 28)),
-                   start_date=str(g.get("start_date", "2026-11-01")), seed=int(g.get("seed", 7)))
+    synth.generate(out, **synth.configured(cfg))
     return _raw_event_dates(spark, cfg)
 
 

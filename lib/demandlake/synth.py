@@ -821,6 +821,14 @@ def _users_for_target(ctx: _Context, events_target: int) -> int:
     return _PILOT_USERS + max(0, round((events_target - total) / mean))
 
 
+def configured(cfg) -> dict:
+    """``users``, ``days``, ``start_date`` and ``seed`` of the config's ``generator`` section
+    (conf/defaults.yaml), for :func:`generate`; the one place their fallbacks live."""
+    g = cfg.get("generator") or {}
+    return {"users": int(g.get("users", 200)), "days": int(g.get("days", 28)),
+            "start_date": str(g.get("start_date", "2026-11-01")), "seed": int(g.get("seed", 7))}
+
+
 def generate(out_dir: str | Path, users: int = 200, days: int = 14,
              start_date: date | str = "2026-11-01", seed: int = 7,
              events_target: int | None = None, reviews: bool = True, workers: int = 1, *,
