@@ -191,6 +191,12 @@ def read(spark: SparkSession, cfg: Config, name: str) -> DataFrame:
     return spark.read.format("delta").load(s.location(cfg))
 
 
+def has_files(spark: SparkSession, cfg: Config, name: str) -> bool:
+    """Whether the table's current version holds any data file (from the Delta log; no scan)."""
+    s = ensure_table(spark, cfg, name)
+    return int(DeltaTable.forPath(spark, s.location(cfg)).detail().first()["numFiles"]) > 0
+
+
 def table_version(spark: SparkSession, cfg: Config, name: str) -> int:
     s = ensure_table(spark, cfg, name)
     return int(DeltaTable.forPath(spark, s.location(cfg)).history(1).first()["version"])

@@ -103,7 +103,10 @@ def classify(validated: DataFrame, existing: DataFrame, key: str) -> DataFrame:
         rows with reason ``conflicting_duplicate_id``; exact repeats count as duplicates.
     """
     good = F.col("_reason").isNull()
-    w = Window.partitionBy(F.col(key), good).orderBy("record_hash", "_raw")
+    # Partitioned by the key alone (valid records first) so the join below on the same key
+    # reuses this shuffle instead of moving every record, raw text included, a second time.
+    # For valid records the numbering and first hash are those of the valid records of the key.
+    w = Window.partitionBy(F.col(key)).orderBy((~good).asc(), "record_hash", "_raw")
     ranked = validated.select(
         "*",
         F.row_number().over(w).alias("_rn"),
@@ -178,7 +181,12 @@ def ingest_source(spark: SparkSession, cfg: Config, fmt: str, path: str, run_dat
     validate = validate_events if kind == EVENT_KIND else validate_reviews
     validated = raw.transform(validate(limits))
     stored = lake.read(spark, cfg, ks.table).select(ks.key, "record_hash")
-    existing = stored.join(validated.select(ks.key).distinct(), on=ks.key, how="left_semi")
+    if lake.has_files(spark, cfg, ks.table):
+        # Only the batch's keys are looked up (a broadcast when the batch is small). Finding
+        # them parses the input a second time, so an empty table (a first load) skips it.
+        existing = stored.join(validated.select(ks.key).distinct(), on=ks.key, how="left_semi")
+    else:
+        existing = stored
     classified = classify(validated, existing, ks.key).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         # One pass over the batch gives every count, the reasons and the dates written.
