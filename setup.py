@@ -21,8 +21,10 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     package_dir={"": "lib"},
-    packages=find_packages("lib"),
-    package_data={"demandlake": ["conf/*.yaml", "sql/*.sql"]},
+    # conf/ holds only data (defaults.yaml, linked from the top-level conf/): listed as a
+    # package of its own so setuptools ships it without warning about a data-only folder.
+    packages=find_packages("lib") + ["demandlake.conf"],
+    package_data={"demandlake": ["sql/*.sql"], "demandlake.conf": ["*.yaml"]},
     include_package_data=True,
     install_requires=_requirements(),
     extras_require={
