@@ -154,3 +154,62 @@ def test_debris_of_a_create_in_progress_or_next_to_data_is_left_alone(spark, cfg
     with pytest.raises(Exception, match="not empty|NON_EMPTY"):
         lake.ensure_table(spark, cfg, "ops.runs")
     assert all(f.exists() for f in files) and (with_data / "part-0000.parquet").exists()
+
+
+def _metastore_debris(path, age_s: float) -> list:
+    """What Derby leaves when killed while creating the embedded metastore: its folder with lock
+    files, a log and segment files, but no service.properties (seen in a fault run, kill 19.9 s
+    into the first run on a fresh lake)."""
+    files = [path / "db.lck", path / "dbex.lck", path / "log" / "log1.dat", path / "seg0" / "c10.dat",
+             path / "tmp" / "x"]
+    for f in files:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"\x00" * 16)
+    old = time.time() - age_s
+    for f in [*files, *{f.parent for f in files}]:
+        os.utime(f, (old, old))
+    return files
+
+
+def test_a_metastore_whose_creation_was_killed_is_removed_before_the_next_run(tmp_path):
+    from demandlake.spark import clear_interrupted_metastore
+
+    debris = tmp_path / "debris" / "metastore_db"
+    _metastore_debris(debris, age_s=600)
+    assert clear_interrupted_metastore(debris)
+    assert not debris.exists()
+
+    created = tmp_path / "created" / "metastore_db"  # a finished database is never touched
+    _metastore_debris(created, age_s=600)
+    (created / "service.properties").write_text("derby")
+    young = tmp_path / "young" / "metastore_db"  # files still changing: a create in progress
+    _metastore_debris(young, age_s=0)
+    assert not clear_interrupted_metastore(created) and not clear_interrupted_metastore(young)
+    assert (created / "seg0" / "c10.dat").exists() and (young / "seg0" / "c10.dat").exists()
+    assert not clear_interrupted_metastore(None)
+    assert not clear_interrupted_metastore(tmp_path / "absent")
+
+
+def test_a_metastore_a_live_process_holds_open_is_left_alone(tmp_path):
+    import subprocess
+    import sys
+
+    from demandlake.spark import clear_interrupted_metastore
+
+    held = tmp_path / "metastore_db"
+    _metastore_debris(held, age_s=600)
+    lock = held / "dbex.lck"
+    holder = subprocess.Popen(  # POSIX record locks belong to a process, so another one holds it
+        [sys.executable, "-c", "import fcntl, sys, time\n"
+         f"f = open({str(lock)!r}, 'r+b'); fcntl.lockf(f, fcntl.LOCK_EX)\n"
+         "print('locked', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        os.utime(lock, (time.time() - 600, time.time() - 600))
+        assert not clear_interrupted_metastore(held)
+        assert lock.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert clear_interrupted_metastore(held)  # the holder is gone: now it is debris

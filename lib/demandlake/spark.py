@@ -11,12 +11,14 @@ so that no network is needed.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import glob
 import importlib.metadata
 import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from pyspark import SparkConf, SparkContext
@@ -78,9 +80,9 @@ def session_conf(cfg: Config) -> dict[str, str]:
         conf["spark.sql.warehouse.dir"] = str(lake_local / "_warehouse")
     if catalog == "hive":
         conf["spark.sql.catalogImplementation"] = "hive"
-        if lake_local is not None:
+        metastore = metastore_dir(cfg)
+        if metastore is not None:
             # Embedded Derby metastore beside the lake: table names persist across sessions.
-            metastore = lake_local / "_catalog" / "metastore_db"
             conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
                 f"jdbc:derby:;databaseName={metastore};create=true"
             )
@@ -100,6 +102,49 @@ def session_conf(cfg: Config) -> dict[str, str]:
     return conf
 
 
+def metastore_dir(cfg: Config) -> Path | None:
+    """The embedded Derby metastore of a local lake with the Hive catalog (else None)."""
+    lake_local = local_path(cfg.lake_uri)
+    if lake_local is None or cfg.get("lake.catalog", "hive") != "hive":
+        return None
+    return lake_local / "_catalog" / "metastore_db"
+
+
+def clear_interrupted_metastore(path: Path | None, min_age_s: float = 2.0) -> bool:
+    """Remove an embedded metastore whose creation was killed, so the next run can create it.
+
+    Derby writes a database's ``service.properties`` when it creates the database. A process
+    killed before that (the first seconds of the first run on a fresh lake) leaves the folder
+    without it, and Derby then refuses it in every later run (ERROR XBM0A: "Perhaps Derby was
+    brought down in the middle of creating this database. You may want to delete this
+    directory"), so the lake could not be opened again. Only that folder is removed, and only
+    when no live process has the database open (Derby holds a lock on ``dbex.lck`` while it has
+    it open: the lock is tried, not waited for) and no file in it changed in the last
+    ``min_age_s`` seconds. Nothing is lost: a metastore that was never created registers no
+    table, and every run registers the tables again from their locations (``lake.ensure_table``).
+
+    Returns:
+        Whether the folder was removed.
+    """
+    if path is None or not path.is_dir() or (path / "service.properties").exists():
+        return False
+    now = time.time()
+    if any(now - f.stat().st_mtime < min_age_s for f in path.rglob("*")):
+        return False
+    lock = path / "dbex.lck"
+    if lock.exists():
+        with open(lock, "r+b") as fh:
+            try:
+                fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False  # a live Derby has it open
+            fcntl.lockf(fh, fcntl.LOCK_UN)
+    log.warning("%s: removing an embedded metastore whose creation was interrupted (no "
+                "service.properties); the tables are registered again from their locations", path)
+    shutil.rmtree(path)
+    return True
+
+
 def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
     """Build (or return the running) SparkSession for ``cfg``.
 
@@ -114,6 +159,7 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
     if active is not None:
         return active
     submitted = _submitted_conf()
+    clear_interrupted_metastore(metastore_dir(cfg))
     builder = SparkSession.builder.appName(app_name or cfg.get("spark.app_name", "demandlake"))
     if "spark.master" not in submitted:
         builder = builder.master(cfg.get("spark.master", "local[*]"))
