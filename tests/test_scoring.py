@@ -353,6 +353,49 @@ def test_scoring_codes_sequences_with_the_serving_models_own_vocabulary(spark, t
         model_vocabulary(spark, cfg, model)
 
 
+def test_a_vocabulary_table_created_again_is_not_taken_for_the_models_own(spark, tmp_path):
+    """Dropped and created again, gold.vocabularies numbers its versions from the start: a new
+    table at the version the serving model recorded is not the model's vocabulary."""
+    import shutil
+
+    from demandlake import lake
+    from demandlake.config import local_path
+    from demandlake.features.sequences import build_vocabularies
+    from demandlake.pipeline_score import model_vocabulary
+    from demandlake.scoring import serving
+    from demandlake.training.tracking import VOCABULARY_ARTIFACT
+
+    cfg = tl.lake_config(tmp_path)
+    tl.reset_catalog(spark, cfg)
+    tl.write_inputs(spark, cfg)
+    tl.log_sequence_model(spark, cfg)
+    rows = lambda df: sorted(tuple(r) for r in df.select(  # noqa: E731
+        "vocab", "token", "id", "count", "built_through").collect())
+    trained = rows(lake.read(spark, cfg, "gold.vocabularies"))
+    version = lake.table_version(spark, cfg, "gold.vocabularies")
+    old_id = lake.table_id(spark, cfg, "gold.vocabularies")
+
+    location = lake.spec("gold.vocabularies").location(cfg)
+    spark.sql("DROP TABLE gold.vocabularies")
+    shutil.rmtree(local_path(location))
+    lake.overwrite_all(spark, cfg, "gold.vocabularies", build_vocabularies(
+        lake.read(spark, cfg, "bronze.events"), tl.RUN, 1))
+    assert lake.table_version(spark, cfg, "gold.vocabularies") == version
+    assert lake.table_id(spark, cfg, "gold.vocabularies") != old_id
+    assert rows(lake.read(spark, cfg, "gold.vocabularies")) != trained
+
+    model, why = serving.resolve(cfg, "sequence")
+    assert model is not None, why
+    assert rows(model_vocabulary(spark, cfg, model)) == trained  # the model's logged copy
+
+    store = local_path(cfg.lake_uri) / "_mlflow"
+    for p in store.rglob("*.parquet"):
+        if p.as_posix().endswith(VOCABULARY_ARTIFACT):
+            p.unlink()
+    with pytest.raises(RuntimeError, match="dropped and created again"):
+        model_vocabulary(spark, cfg, model)
+
+
 def test_score_band_rejects_unordered_thresholds():
     with pytest.raises(ValueError, match="bands"):
         fc.score_band(None, {"high": 0.2, "medium": 0.5})

@@ -139,6 +139,7 @@ def log_sequence_model(spark, cfg) -> int:
     import keras
     import pandas as pd
 
+    from demandlake import lake
     from demandlake.training import tracking
     from demandlake.training.runner import SECTIONS, vocab_sizes, vocabulary_frame, work_dir
     from demandlake.training.tasks import make_task
@@ -150,7 +151,8 @@ def log_sequence_model(spark, cfg) -> int:
     model = task.build_model()
     experiment = tracking.configure(cfg)
     params = {**tracking.flatten("", {s: cfg.get(s) or {} for s in SECTIONS["sequence"]}),
-              "data.vocabularies_version": str(vocab_version)}
+              "data.vocabularies_version": str(vocab_version),
+              "data.vocabularies_table_id": lake.table_id(spark, cfg, "gold.vocabularies")}
     run_id, _ = tracking.start_run(experiment, "test-sequence", "sequence-test", params,
                                    {"task": "sequence"}, resume=False)
     tracking.log_vocabulary(run_id, vocabulary_frame(spark, cfg, vocab_version),

@@ -197,6 +197,13 @@ def has_files(spark: SparkSession, cfg: Config, name: str) -> bool:
     return int(DeltaTable.forPath(spark, s.location(cfg)).detail().first()["numFiles"]) > 0
 
 
+def table_id(spark: SparkSession, cfg: Config, name: str) -> str:
+    """The Delta table's id: new for every creation, so a table dropped and created again at
+    the same place (whose version numbers start over) is told apart from the old one."""
+    s = ensure_table(spark, cfg, name)
+    return str(DeltaTable.forPath(spark, s.location(cfg)).detail().first()["id"])
+
+
 def table_version(spark: SparkSession, cfg: Config, name: str) -> int:
     s = ensure_table(spark, cfg, name)
     return int(DeltaTable.forPath(spark, s.location(cfg)).history(1).first()["version"])

@@ -93,13 +93,15 @@ def model_vocabulary(spark: SparkSession, cfg: Config, model: serving.ServingMod
 
     gold.vocabularies is rebuilt with every set of training examples, and a retrained model is
     not always promoted, so the table may have moved on from the serving model. In order: the
-    current table when it is still the version the model's run recorded
-    (``data.vocabularies_version``); else the copy logged with the model
-    (``tracking.VOCABULARY_ARTIFACT``); else the recorded version by time travel (models logged
-    before the artifact existed); a model without that param gets the current table.
+    current table when it is still the table and version the model's run recorded
+    (``data.vocabularies_table_id``, ``data.vocabularies_version``); else the copy logged with
+    the model (``tracking.VOCABULARY_ARTIFACT``); else, for models logged before those existed,
+    the recorded version of the same table (current, or by time travel). A model without a
+    recorded version gets the current table.
 
     Raises:
-        RuntimeError: when the model's vocabulary exists nowhere any more (vacuumed, no artifact).
+        RuntimeError: when the model's vocabulary exists nowhere any more (vacuumed, or the
+            table was dropped and created again, and no copy was logged).
     """
     current = lake.table_version(spark, cfg, "gold.vocabularies")
     trained = model.param("data.vocabularies_version")
@@ -107,13 +109,25 @@ def model_vocabulary(spark: SparkSession, cfg: Config, model: serving.ServingMod
         log.warning("%s v%d records no vocabulary version: using gold.vocabularies v%d",
                     model.name, model.version, current)
         return lake.read(spark, cfg, "gold.vocabularies")
-    if int(trained) == current:
+    trained_id = model.param("data.vocabularies_table_id")
+    current_id = lake.table_id(spark, cfg, "gold.vocabularies")
+    # Version numbers start over when the table is created again: only the id tells them apart.
+    if int(trained) == current and trained_id == current_id:
         return lake.read(spark, cfg, "gold.vocabularies")
     frame = serving.vocabulary_artifact(model)
     if frame is not None:
         log.info("gold.vocabularies is at v%d, %s v%d was trained on v%s: using the model's copy "
                  "(%d rows)", current, model.name, model.version, trained, len(frame))
         return spark.createDataFrame(frame, schemas.GOLD_VOCABULARIES)
+    retrain = ("retrain the sequence model (demandlake train --model sequence) or promote one "
+               "trained on the current table")
+    if trained_id is not None and trained_id != current_id:
+        raise RuntimeError(
+            f"{model.name} v{model.version} was trained on a gold.vocabularies table that has "
+            f"since been dropped and created again (id {trained_id}, now {current_id}), and its "
+            f"run logged no vocabulary: {retrain}")
+    if int(trained) == current:  # a model from before table ids were recorded
+        return lake.read(spark, cfg, "gold.vocabularies")
     location = lake.ensure_table(spark, cfg, "gold.vocabularies").location(cfg)
     try:
         vocab = spark.read.format("delta").option("versionAsOf", int(trained)).load(location)
@@ -121,9 +135,8 @@ def model_vocabulary(spark: SparkSession, cfg: Config, model: serving.ServingMod
     except Exception as exc:
         raise RuntimeError(
             f"{model.name} v{model.version} was trained on gold.vocabularies v{trained}, which "
-            f"is gone ({type(exc).__name__}), and its run logged no vocabulary: retrain the "
-            "sequence model (demandlake train --model sequence) or promote one trained on the "
-            f"current v{current}") from exc
+            f"is gone ({type(exc).__name__}), and its run logged no vocabulary: {retrain} "
+            f"(v{current})") from exc
     log.warning("gold.vocabularies is at v%d: using v%s, which %s v%d was trained on, by time "
                 "travel", current, trained, model.name, model.version)
     return vocab

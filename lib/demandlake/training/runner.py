@@ -114,6 +114,7 @@ def train_model(spark, cfg: Config, task: str) -> TrainingResult:
     Returns:
         The run, its metrics and the registry outcome.
     """
+    from demandlake import lake
     from demandlake.training import evaluate as ev
     from demandlake.training import tracking
     from demandlake.training.data import snapshot_spec
@@ -135,6 +136,8 @@ def train_model(spark, cfg: Config, task: str) -> TrainingResult:
         facts = {"vocab_sizes": sizes, "max_length": int(cfg.get("sequences.max_length", 50)),
                  "n_static": int(cfg.get("sequence_model.n_static", 5))}
         data_params.update({"data.vocabularies_version": str(vocab_version),
+                            "data.vocabularies_table_id": lake.table_id(spark, cfg,
+                                                                         "gold.vocabularies"),
                             **{f"vocab_size.{k}": str(v) for k, v in sizes.items()}})
 
     sections = {s: cfg.get(s) or {} for s in SECTIONS[task]}
