@@ -191,17 +191,21 @@ def read(spark: SparkSession, cfg: Config, name: str) -> DataFrame:
     return spark.read.format("delta").load(s.location(cfg))
 
 
-def has_files(spark: SparkSession, cfg: Config, name: str) -> bool:
-    """Whether the table's current version holds any data file (from the Delta log; no scan)."""
+def _detail(spark: SparkSession, cfg: Config, name: str):
+    """The table's ``DESCRIBE DETAIL`` row (from the Delta log; no scan of the data)."""
     s = ensure_table(spark, cfg, name)
-    return int(DeltaTable.forPath(spark, s.location(cfg)).detail().first()["numFiles"]) > 0
+    return DeltaTable.forPath(spark, s.location(cfg)).detail().first()
+
+
+def has_files(spark: SparkSession, cfg: Config, name: str) -> bool:
+    """Whether the table's current version holds any data file."""
+    return int(_detail(spark, cfg, name)["numFiles"]) > 0
 
 
 def table_id(spark: SparkSession, cfg: Config, name: str) -> str:
     """The Delta table's id: new for every creation, so a table dropped and created again at
     the same place (whose version numbers start over) is told apart from the old one."""
-    s = ensure_table(spark, cfg, name)
-    return str(DeltaTable.forPath(spark, s.location(cfg)).detail().first()["id"])
+    return str(_detail(spark, cfg, name)["id"])
 
 
 def table_version(spark: SparkSession, cfg: Config, name: str) -> int:
