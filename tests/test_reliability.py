@@ -133,6 +133,24 @@ def _debris(location, age_s: float):
     return files
 
 
+def test_a_table_written_by_another_tool_answers_files_id_and_version_as_it_is(spark, cfg):
+    """A table written at its location without the declared comments and NOT NULLs (by hand,
+    by another tool) is described as it is, not refused as a schema mismatch (CI, stop 13)."""
+    from pyspark.sql import types as T
+
+    name = "gold.vocabularies"
+    location = lake.spec(name).location(cfg)
+    loose = T.StructType([T.StructField(f.name, f.dataType) for f in lake.spec(name).schema])
+    rows = [("item", "i0", 0, 1, dt.date(2026, 11, 3))]
+    spark.createDataFrame(rows, loose).write.format("delta").save(location)
+    assert lake.has_files(spark, cfg, name)
+    assert lake.table_version(spark, cfg, name) == 0
+    first_id = lake.table_id(spark, cfg, name)
+    shutil.rmtree(local_path(location))
+    assert not lake.has_files(spark, cfg, name)  # none there: created empty, as declared
+    assert lake.table_id(spark, cfg, name) != first_id
+
+
 def test_a_table_whose_creation_was_killed_is_created_on_rerun(spark, cfg):
     location = local_path(lake.spec("ops.quality_checks").location(cfg))
     _debris(location, age_s=600)

@@ -191,10 +191,22 @@ def read(spark: SparkSession, cfg: Config, name: str) -> DataFrame:
     return spark.read.format("delta").load(s.location(cfg))
 
 
+def _existing_location(spark: SparkSession, cfg: Config, name: str) -> str:
+    """The table's location, creating the table only when none is there yet.
+
+    A table already at its location is taken as it is: creating it again would compare its
+    schema with the declared one, and a question about its files, id or version is not the
+    place to fail on a schema difference (the writes check that).
+    """
+    location = spec(name).location(cfg)
+    if not DeltaTable.isDeltaTable(spark, location):
+        ensure_table(spark, cfg, name)
+    return location
+
+
 def _detail(spark: SparkSession, cfg: Config, name: str):
     """The table's ``DESCRIBE DETAIL`` row (from the Delta log; no scan of the data)."""
-    s = ensure_table(spark, cfg, name)
-    return DeltaTable.forPath(spark, s.location(cfg)).detail().first()
+    return DeltaTable.forPath(spark, _existing_location(spark, cfg, name)).detail().first()
 
 
 def has_files(spark: SparkSession, cfg: Config, name: str) -> bool:
@@ -209,8 +221,8 @@ def table_id(spark: SparkSession, cfg: Config, name: str) -> str:
 
 
 def table_version(spark: SparkSession, cfg: Config, name: str) -> int:
-    s = ensure_table(spark, cfg, name)
-    return int(DeltaTable.forPath(spark, s.location(cfg)).history(1).first()["version"])
+    location = _existing_location(spark, cfg, name)
+    return int(DeltaTable.forPath(spark, location).history(1).first()["version"])
 
 
 def _conform(df: DataFrame, s: TableSpec) -> DataFrame:
