@@ -6,6 +6,10 @@ training run with MLflow, Spark ML / popularity baselines on the same test split
 lives in a temporary lake.
 
     python bench/train_sequence_taobao.py --encoders lstm,gru,attention
+    python bench/train_sequence_taobao.py --encoders lstm:64,gru:32,lstm:32 --seeds 7,8,9
+
+An encoder may carry a recurrent width (``gru:32``); ``--seeds`` repeats every encoder per
+training seed, so a difference between encoders can be read against the spread between seeds.
 """
 from __future__ import annotations
 
@@ -30,7 +34,10 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "real" /
                                          "taobao_user_behavior_sample.csv"),
                    help="Taobao UserBehavior CSV (no header)")
-    p.add_argument("--encoders", default="lstm,gru,attention", help="encoders to train")
+    p.add_argument("--encoders", default="lstm,gru,attention",
+                   help="encoders to train, each optionally with its width: lstm:64,gru:32")
+    p.add_argument("--seeds", default=None,
+                   help="training seeds (comma-separated); default: the configured one")
     p.add_argument("--epochs", type=int, default=5, help="training epochs")
     p.add_argument("--horizon-days", type=int, default=2, help="label window (days)")
     p.add_argument("--max-length", type=int, default=50, help="events per sequence")
@@ -63,16 +70,28 @@ def main(argv=None) -> int:
         counts = pipeline_transform.run_sequence_examples(spark, cfg)
         prep = time.perf_counter() - t0
         log.info("data ready in %.0fs: %s", prep, counts)
-        for encoder in args.encoders.split(","):
-            run_cfg = cfg.with_overrides({"sequence_model.encoder": encoder})
+        seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [None]
+        variants = [(e.split(":")[0], int(e.split(":")[1]) if ":" in e else None, seed)
+                    for e in args.encoders.split(",") for seed in seeds]
+        for encoder, hidden, seed in variants:
+            overrides = {"sequence_model.encoder": encoder}
+            if hidden is not None:
+                overrides["sequence_model.hidden"] = hidden
+            if seed is not None:
+                overrides["training.seed"] = seed
+            run_cfg = cfg.with_overrides(overrides)
             t1 = time.perf_counter()
             r = train_sequence_model(spark, run_cfg)
-            results.append({"encoder": encoder, "seconds": round(time.perf_counter() - t1, 1),
+            results.append({"encoder": encoder,
+                            "hidden": int(run_cfg.get("sequence_model.hidden")),
+                            "seed": int(run_cfg.get("training.seed")),
+                            "seconds": round(time.perf_counter() - t1, 1),
                             "metrics": r.metrics.get("test", {}), "baselines": r.baselines,
                             "validation": r.metrics.get("validation", {}), "version": r.version,
                             "promoted": r.promoted})
             m, b = r.metrics.get("test", {}), r.baselines
-            print(f"\n== encoder={encoder} ({results[-1]['seconds']}s, v{r.version}, "
+            print(f"\n== encoder={encoder} hidden={results[-1]['hidden']} seed="
+                  f"{results[-1]['seed']} ({results[-1]['seconds']}s, v{r.version}, "
                   f"promoted={r.promoted})")
             print(f"purchase: ROC-AUC {m.get('purchase_roc_auc', float('nan')):.4f}  PR-AUC "
                   f"{m.get('purchase_pr_auc', float('nan')):.4f}  log loss "
@@ -92,13 +111,40 @@ def main(argv=None) -> int:
                   f"recall@10 {pop.get('recall@10', float('nan')):.4f}  MRR "
                   f"{pop.get('mrr', float('nan')):.4f}")
         spark.stop()
+    summary = summarize(results)
+    if len(results) > 1:
+        print("\nper encoder over seeds (mean, min..max):")
+        for key, row in summary.items():
+            print(f"  {key:10s} n={row['runs']} " + "  ".join(
+                f"{m} {v['mean']:.4f} ({v['min']:.4f}..{v['max']:.4f})"
+                for m, v in row["metrics"].items()))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "data": counts, "prep_seconds": prep,
-                               "results": results}, indent=1, default=str))
+                               "results": results, "summary": summary}, indent=1, default=str))
     print(f"\nresults written to {out}")
     return 0
 
 
-if __name__ == "__main__":
+SUMMARY_METRICS = ("purchase_roc_auc", "purchase_pr_auc", "purchase_log_loss",
+                   "categories_recall@10", "categories_mrr")
+
+
+def summarize(results: list[dict]) -> dict:
+    """Mean, min and max of the test metrics per encoder and width, over the seeds run."""
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(f"{r['encoder']}:{r['hidden']}", []).append(r["metrics"])
+    out = {}
+    for key, runs in groups.items():
+        metrics = {}
+        for m in SUMMARY_METRICS:
+            values = [float(x[m]) for x in runs if x.get(m) is not None]
+            if values:
+                metrics[m] = {"mean": sum(values) / len(values), "min": min(values),
+                              "max": max(values)}
+        out[key] = {"runs": len(runs), "metrics": metrics}
+    return out
+
+
     sys.exit(main())
