@@ -147,4 +147,5 @@ def summarize(results: list[dict]) -> dict:
     return out
 
 
+if __name__ == "__main__":
     sys.exit(main())

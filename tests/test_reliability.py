@@ -106,15 +106,40 @@ def test_compare_counts_missing_extra_and_duplicated_rows():
     assert diff["u"]["missing"] == 1
 
 
+def test_stage_windows_run_from_each_marker_to_the_next():
+    marks = {"2026-11-01 ingest": 0.0, "2026-11-01 sessions": 10.0, "2026-11-01 score": 12.5,
+             "done": 20.0}
+    assert faults.stage_windows(marks) == {"2026-11-01 ingest": 10.0,
+                                           "2026-11-01 sessions": 2.5, "2026-11-01 score": 7.5}
+
+
+def test_aimed_kills_take_the_named_stages_in_turn_inside_their_clean_duration():
+    import random
+
+    dates = [dt.date(2026, 11, 1), dt.date(2026, 11, 2)]
+    windows = {f"{d} {s}": w for d in dates for s, w in (("ingest", 100.0), ("score", 4.0))}
+    rng = random.Random(5)
+    plans = [faults.kill_plan(rng, i, ["score", "ingest"], dates, windows, 500.0)
+             for i in range(1, 41)]
+    assert [p[0].split()[-1] for p in plans[:4]] == ["score", "ingest", "score", "ingest"]
+    assert {p[0].split()[0] for p in plans} == {str(d) for d in dates}
+    assert all(0 <= at <= 0.9 * windows[m] for m, at in plans)
+    assert max(at for m, at in plans if m.endswith("score")) <= 3.6  # not the chain's 500 s
+    marker, at = faults.kill_plan(random.Random(5), 1, [], dates, windows, 500.0)
+    assert marker is None and 0 <= at <= 450.0
+
+
 @pytest.mark.e2e
 @pytest.mark.skipif(os.environ.get("DEMANDLAKE_RUN_FAULTS") != "1",
                     reason="4 Spark chains in child processes (minutes): run with "
                            "DEMANDLAKE_RUN_FAULTS=1, or python -m demandlake.faults --kills N")
 def test_a_chain_killed_at_a_random_point_and_rerun_equals_a_clean_run(tmp_path):
     out = tmp_path / "faults.json"
+    # Aimed at score, the stage a kill drawn over the whole chain reaches least often.
     rc = faults.run_trials(kills=1, seed=3, users=30, days=1, work=str(tmp_path / "w"),
-                           out=str(out))
+                           out=str(out), stages=["score"])
     result = json.loads(out.read_text())
+    assert result["trials"][0]["kill_from"] == "2026-11-01 score", result["trials"]
     assert result["rerun_identical"], result
     assert result["kills"] == 1 and result["identical_after_rerun"] == 1, result["trials"]
     assert rc == 0

@@ -5,10 +5,13 @@ One command (``python -m demandlake.faults --kills 20``) does, on generated raw 
 1. a clean run of the chain (ingest -> sessions -> features -> score, per date, as ``run_day``
    runs them; no training, so forecasts come from the fallback) in a child process, then a
    second clean run on the same lake: the snapshot must not change (reruns are idempotent);
-2. ``kills`` trials, each on a fresh lake: start the chain, SIGKILL the child at a random time
-   between its Spark session being up and the clean run's duration (so kills land inside every
-   writing stage in proportion to its length; the stage running at the kill is recorded), then
-   rerun the chain to completion and compare every table with the clean run.
+2. ``kills`` trials, each on a fresh lake: start the chain, SIGKILL the child at a random time,
+   then rerun the chain to completion and compare every table with the clean run. By default the
+   time is drawn between the first stage's start and the clean run's duration, so kills land in
+   every stage in proportion to its length. ``--stages score,features`` aims instead: trial i
+   kills during the i-th named stage (in turn) of a random date, at a random point of that
+   stage's clean duration, so a short stage gets its share. The stage running at the kill is
+   recorded either way.
 
 A "snapshot" is the current version of every bronze/silver/gold table as a multiset of rows
 (canonical JSON; maps as sorted entries; ``run_id`` left out since it names the run), so missing
@@ -89,22 +92,28 @@ def chain(lake_dir: str, raw_dir: str, dates: list[dt.date], snapshot_to: str | 
 
 # ---- parent ------------------------------------------------------------------------------------
 def _run_child(lake_dir: Path, raw_dir: Path, dates: list[dt.date], snap: Path | None,
-               kill_after: float | None, log_file: Path) -> dict:
-    """Run the chain in a child; SIGKILL it ``kill_after`` seconds after its first stage began."""
+               kill_after: float | None, log_file: Path, kill_from: str | None = None) -> dict:
+    """Run the chain in a child; SIGKILL it ``kill_after`` seconds after the stage marker
+    ``kill_from`` (``"<date> <stage>"``) was printed, or after the first one when that is None.
+
+    Returns the exit, the stage at the end and ``marks``: each marker's seconds after the first.
+    """
     cmd = [sys.executable, "-m", "demandlake.faults", "--child", "--lake", str(lake_dir),
            "--raw", str(raw_dir), "--dates", ",".join(d.isoformat() for d in dates)]
     if snap:
         cmd += ["--snapshot-to", str(snap)]
     t0 = time.monotonic()
-    state: dict = {"stage": None, "first": None, "done": None}
+    state: dict = {"stage": None, "first": None, "done": None, "marks": {}}
 
     def follow(stream) -> None:  # stage markers, as the child prints them
         for line in stream:
             if line.startswith("STAGE "):
+                now = time.monotonic()
                 state["stage"] = line[6:].strip()
-                state["first"] = state["first"] or time.monotonic()
+                state["first"] = state["first"] or now
+                state["marks"][state["stage"]] = now
                 if state["stage"] == "done":
-                    state["done"] = time.monotonic()
+                    state["done"] = now
 
     with open(log_file, "ab") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
@@ -113,8 +122,8 @@ def _run_child(lake_dir: Path, raw_dir: Path, dates: list[dt.date], snap: Path |
         reader.start()
         killed = False
         while proc.poll() is None:
-            first = state["first"]
-            if kill_after is not None and first is not None and time.monotonic() - first >= kill_after:
+            since = state["marks"].get(kill_from) if kill_from else state["first"]
+            if kill_after is not None and since is not None and time.monotonic() - since >= kill_after:
                 os.killpg(proc.pid, signal.SIGKILL)  # the JVM too: the whole process group
                 proc.wait()
                 killed = True
@@ -122,7 +131,8 @@ def _run_child(lake_dir: Path, raw_dir: Path, dates: list[dt.date], snap: Path |
             time.sleep(0.05)
         reader.join(timeout=10)
     stage, first = state["stage"], state["first"]
-    return {"returncode": proc.returncode, "killed": killed, "stage": stage,
+    marks = {k: round(v - first, 2) for k, v in state["marks"].items()} if first else {}
+    return {"returncode": proc.returncode, "killed": killed, "stage": stage, "marks": marks,
             "seconds": round(time.monotonic() - t0, 1),
             "chain_seconds": round((state["done"] or time.monotonic()) - (first or t0), 1)}
 
@@ -145,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--users", type=int, default=150)
     p.add_argument("--days", type=int, default=2)
+    p.add_argument("--stages", default="",
+                   help=f"aim the kills at these stages in turn (of {','.join(STAGES)}); "
+                        "default: anywhere in the chain")
     p.add_argument("--work", default=None, help="work folder (default: a temporary one)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -157,11 +170,29 @@ def main(argv: list[str] | None = None) -> int:
         chain(args.lake, args.raw, [dt.date.fromisoformat(d) for d in args.dates.split(",")],
               args.snapshot_to)
         return 0
-    return run_trials(args.kills, args.seed, args.users, args.days, args.work, args.out)
+    stages = [x for x in args.stages.split(",") if x]
+    return run_trials(args.kills, args.seed, args.users, args.days, args.work, args.out, stages)
+
+
+def stage_windows(marks: dict[str, float]) -> dict[str, float]:
+    """Each ``"<date> <stage>"`` marker's duration in a clean run: until the next marker."""
+    ordered = sorted(marks.items(), key=lambda kv: kv[1])
+    return {name: round(nxt - at, 2)
+            for (name, at), (_, nxt) in zip(ordered, ordered[1:]) if name != "done"}
+
+
+def kill_plan(rng: random.Random, trial: int, stages: list[str], dates: list[dt.date],
+              windows: dict[str, float], chain_seconds: float) -> tuple[str | None, float]:
+    """Where trial ``trial`` (1-based) kills: (marker to count from, seconds after it)."""
+    if not stages:
+        return None, rng.uniform(0.0, 0.9 * chain_seconds)
+    stage = stages[(trial - 1) % len(stages)]
+    marker = f"{rng.choice(dates)} {stage}"
+    return marker, rng.uniform(0.0, 0.9 * windows[marker])
 
 
 def run_trials(kills: int, seed: int, users: int, days: int, work: str | None,
-               out: str | None) -> int:
+               out: str | None, stages: list[str] | None = None) -> int:
     from demandlake import synth
 
     root = Path(work or tempfile.mkdtemp(prefix="demandlake-faults-"))
@@ -172,6 +203,10 @@ def run_trials(kills: int, seed: int, users: int, days: int, work: str | None,
     dates = [start + dt.timedelta(days=i) for i in range(days)]
     rng = random.Random(seed)
     say = lambda *a: print(*a, flush=True)  # noqa: E731
+    stages = list(stages or [])
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
 
     ref_lake, ref_snap, re_snap = root / "lake-ref", root / "ref.json", root / "rerun.json"
     clean = _run_child(ref_lake, raw, dates, ref_snap, None, log_file)
@@ -181,6 +216,7 @@ def run_trials(kills: int, seed: int, users: int, days: int, work: str | None,
     reference = json.loads(ref_snap.read_text())
     rerun = _run_child(ref_lake, raw, dates, re_snap, None, log_file)
     rerun_diff = compare(reference, json.loads(re_snap.read_text()))
+    windows = stage_windows(clean["marks"])
     say(f"clean run: {clean['chain_seconds']} s of chain, tables "
         f"{ {k: len(v) for k, v in reference.items()} }; rerun on the same lake: "
         f"{'identical' if not rerun_diff else rerun_diff}")
@@ -193,7 +229,8 @@ def run_trials(kills: int, seed: int, users: int, days: int, work: str | None,
         return {
             "machine": {"cores": os.cpu_count(), "load_avg": os.getloadavg()},
             "users": users, "days": days, "seed": seed, "trials_planned": kills,
-            "clean_chain_seconds": clean["chain_seconds"], "tables": sorted(reference),
+            "clean_chain_seconds": clean["chain_seconds"], "clean_stage_seconds": windows,
+            "aimed_at": stages or "anywhere", "tables": sorted(reference),
             "rows": {k: len(v) for k, v in reference.items()},
             "rerun_identical": not rerun_diff, "kills": sum(t["killed"] for t in trials),
             "kills_by_stage": dict(by_stage),
@@ -202,16 +239,18 @@ def run_trials(kills: int, seed: int, users: int, days: int, work: str | None,
 
     for i in range(1, kills + 1):
         lake_dir, snap = root / f"lake-{i}", root / f"trial-{i}.json"
-        at = rng.uniform(0.0, 0.9 * clean["chain_seconds"])
-        killed = _run_child(lake_dir, raw, dates, None, at, log_file)
+        kill_from, at = kill_plan(rng, i, stages, dates, windows, clean["chain_seconds"])
+        killed = _run_child(lake_dir, raw, dates, None, at, log_file, kill_from)
         done = _run_child(lake_dir, raw, dates, snap, None, log_file)
         diff = (compare(reference, json.loads(snap.read_text()))
                 if done["returncode"] == 0 else {"rerun": f"failed rc={done['returncode']}"})
-        trial = {"trial": i, "kill_after_s": round(at, 1), "killed": killed["killed"],
+        trial = {"trial": i, "kill_from": kill_from or "first stage",
+                 "kill_after_s": round(at, 1), "killed": killed["killed"],
                  "stage_at_kill": killed["stage"], "rerun_rc": done["returncode"],
                  "identical": not diff, "diff": diff}
         trials.append(trial)
-        say(f"trial {i:2d}: kill at {at:6.1f} s in {killed['stage'] or 'start-up'!s:28s} "
+        say(f"trial {i:2d}: kill {at:6.1f} s after {kill_from or 'the first stage'}, in "
+            f"{killed['stage'] or 'start-up'!s:22s} "
             f"killed={killed['killed']!s:5s} rerun rc={done['returncode']} "
             f"{'identical' if not diff else 'DIFFERENT ' + json.dumps(diff)[:400]}")
         if out:  # after every trial, so an interrupted run still leaves its figures
