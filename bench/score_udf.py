@@ -24,6 +24,11 @@ Run from the repository root::
         --compare-users 20000 --eager-users 600 --throughput-users 200000 --users 1000000 \\
         --out reports/score_udf.json
 
+To compare model shapes instead (the pandas-UDF path only, the variants timed in turn, each
+``--rounds`` times, on the same users)::
+
+    ... bench/score_udf.py --encoders lstm:64,gru:64,lstm:32,gru:32 --throughput-users 200000
+
 Results (and the command, the machine and its load) are printed as JSON; docs/SCORING.md keeps them.
 """
 from __future__ import annotations
@@ -208,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="Spark partitions of the generated users (default: 2 x cores)")
     parser.add_argument("--master", default="local[2]", help="Spark master")
     parser.add_argument("--driver-memory", default="2g", help="spark.driver.memory")
+    parser.add_argument("--encoders", default=None,
+                        help="compare these encoder:hidden variants (e.g. lstm:64,gru:32) on "
+                             "--throughput-users users instead of the runs above")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="with --encoders: times each variant is timed, in turn")
     parser.add_argument("--out", default=None, help="also write the JSON result here")
     args = parser.parse_args(argv)
 
@@ -236,9 +246,9 @@ def main(argv: list[str] | None = None) -> int:
               "model": {k: cfg.get(f"sequence_model.{k}") for k in ("encoder", "hidden", "item_dim",
                                                                     "category_dim")}
               | {"max_length": length, "vocab": vocab}}
-    def pandas_path(n: int, skip_padding: bool = True) -> float:
+    def pandas_path(n: int, skip_padding: bool = True, path: str | None = None) -> float:
         df = sequences(spark, n, length, vocab, partitions)
-        scorer = udfs.sequence_scorer(model_path, None, batch, 3, skip_padding)
+        scorer = udfs.sequence_scorer(path or model_path, None, batch, 3, skip_padding)
         return timed(lambda: df.mapInPandas(scorer, udfs.SEQUENCE_SCORES)
                      .write.format("noop").mode("overwrite").save())
 
@@ -247,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         f = row_udf(model_path, compiled)
         return timed(lambda: df.select("user_id", f(*udfs.SEQUENCE_INPUTS).alias("s"))
                      .write.format("noop").mode("overwrite").save())
+
+    if args.encoders:
+        result["encoders"] = compare_encoders(args, cfg, tmp, vocab, pandas_path)
+        return finish(result, args, spark)
 
     # Warm-up: every worker process loads the model (and traces the graph) once.
     for skip in (True, False):
@@ -295,6 +309,37 @@ def main(argv: list[str] | None = None) -> int:
         result["large"] = {"users": args.users, "seconds": round(t, 1),
                            "users_per_s": round(args.users / t), **rss.report()}
         print(json.dumps(result["large"]), flush=True)
+    return finish(result, args, spark)
+
+
+def compare_encoders(args, cfg, tmp: Path, vocab: dict, pandas_path) -> dict:
+    """Throughput of each encoder:hidden variant on the same users, timed in turn per round."""
+    paths, times = {}, {}
+    for variant in args.encoders.split(","):
+        encoder, hidden = variant.split(":")
+        out = tmp / f"model-{encoder}-{hidden}"
+        out.mkdir()
+        paths[variant] = save_model(cfg.with_overrides({"sequence_model.encoder": encoder,
+                                                        "sequence_model.hidden": int(hidden)}),
+                                    out, vocab)
+        pandas_path(64, path=paths[variant])  # warm-up: each worker loads and traces it
+        times[variant] = []
+    n = args.throughput_users
+    for _ in range(args.rounds):
+        for variant, path in paths.items():
+            times[variant].append(pandas_path(n, path=path))
+            print(json.dumps({"variant": variant, "users": n,
+                              "seconds": round(times[variant][-1], 2)}), flush=True)
+    first = next(iter(times))
+    best = {v: min(t) for v, t in times.items()}
+    return {"users": n, "rounds": args.rounds, "baseline": first,
+            "variants": {v: {"seconds": [round(x, 2) for x in t], "best_s": round(best[v], 2),
+                             "users_per_s": round(n / best[v]),
+                             "speedup_vs_baseline": round(best[first] / best[v], 2)}
+                         for v, t in times.items()}}
+
+
+def finish(result: dict, args, spark) -> int:
     result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     text = json.dumps(result, indent=1)
     print(text)
