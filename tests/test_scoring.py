@@ -516,6 +516,35 @@ def test_scorer_skips_padding_steps_only_when_the_outputs_stay_the_same(encoder,
     assert [list(g) for g in got["top_category_ids"]] == [list(w) for w in want["top_category_ids"]]
 
 
+def test_scorer_picks_the_same_top_categories_as_the_predictor_ties_included():
+    """The scorer picks categories inside the graph (top_k); the predictor sorts in NumPy. Both
+    must give the same ids in the same order, also when scores tie (lowest id first)."""
+    from demandlake.models.sequence import build_sequence_model
+    from demandlake.scoring import udfs
+    from demandlake.training.predictors import SequencePredictor
+
+    L, rng = 6, np.random.default_rng(4)
+    model = build_sequence_model({"item": 30, "category": 400, "event_type": 8}, L, 5, 8,
+                                 encoder="gru", hidden=8, item_dim=4, category_dim=4)
+    rows = [{"item_ids": [int(v) for v in rng.integers(2, 30, L)],
+             "category_ids": [int(v) for v in rng.integers(2, 400, L)],
+             "event_type_ids": [2] * L, "price_buckets": [2] * L, "time_gaps": [1.0] * L,
+             "static_features": [float(v) for v in rng.normal(0, 1, 5)]} for _ in range(40)]
+    frame = pd.DataFrame(rows)
+    predictor = SequencePredictor({"max_length": L, "n_static": 5, "top_k": 5}, model)
+    got, want = udfs.SequenceScorer(predictor, 5).predict(frame), predictor.predict(frame)
+    assert [list(g) for g in got["top_category_ids"]] == [list(w) for w in want["top_category_ids"]]
+    np.testing.assert_allclose(np.stack(got["top_category_scores"]),
+                               np.stack(want["top_category_scores"]), rtol=1e-6)
+    # All categories equal (a zeroed head): every row gets the lowest ids, 2, 3, 4, 5, 6.
+    head = model.get_layer("categories")
+    head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+    tied = SequencePredictor({"max_length": L, "n_static": 5, "top_k": 5}, model)
+    got, want = udfs.SequenceScorer(tied, 5).predict(frame), tied.predict(frame)
+    assert {tuple(g) for g in got["top_category_ids"]} == {(2, 3, 4, 5, 6)}
+    assert [list(g) for g in got["top_category_ids"]] == [list(w) for w in want["top_category_ids"]]
+
+
 def test_segment_ids_do_not_depend_on_how_the_input_is_split(spark):
     # k-means|| samples per partition: the same users split differently must still get the same
     # segment ids (a rerun after a killed run reads differently laid-out files).

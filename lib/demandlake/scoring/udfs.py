@@ -106,6 +106,11 @@ class SequenceScorer:
     * the model runs as one traced graph (``tf.function`` with an input signature of unknown
       batch and sequence length, so one trace serves every call; ``predict_on_batch`` under other
       Keras backends) instead of eagerly layer by layer;
+    * the top categories are picked inside the graph (``tf.math.top_k`` over the categories
+      after padding and OOV, equal scores in id order as the predictor's stable argsort has
+      them): only ``top_n`` ids and scores per row leave TensorFlow, instead of sorting the whole
+      category matrix in NumPy, which with a catalogue of thousands of categories cost more than
+      the model itself;
     * padding is not computed: sequences are left-padded and the model masks padding steps, so a
       recurrent encoder gives the same numbers with the all-padding leading columns cut off.
       Rows are sorted by length and scored in sub-batches of ``bucket_rows``, each cut to its
@@ -133,10 +138,27 @@ class SequenceScorer:
             spec = {c: tf.TensorSpec([None, None], tf.int32) for c in SEQUENCE_INPUTS[:4]}
             spec["time_gaps"] = tf.TensorSpec([None, None], tf.float32)
             spec["static_features"] = tf.TensorSpec([None, self.n_static], tf.float32)
-            graph = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
+            top_n = self.top_n
+
+            def scores(x):
+                out = self.model(x, training=False)
+                # Padding (0) and OOV (1) are never predicted: pick among ids 2.. only.
+                cat = out["categories"][:, 2:]
+                top = tf.math.top_k(cat, k=tf.minimum(top_n, tf.shape(cat)[1]), sorted=True)
+                return {"purchase": out["purchase"], "top_scores": top.values,
+                        "top_ids": top.indices + 2}
+
+            graph = tf.function(scores, input_signature=[spec])
             self._call = lambda x: {k: v.numpy() for k, v in graph(x).items()}
         else:
-            self._call = self.model.predict_on_batch
+            self._call = lambda x: self._top_in_numpy(self.model.predict_on_batch(x))
+
+    def _top_in_numpy(self, out: dict) -> dict[str, np.ndarray]:
+        """The graph's outputs computed in NumPy (backends other than TensorFlow)."""
+        cat = np.asarray(out["categories"], dtype=np.float64)[:, 2:]
+        top = np.argsort(-cat, axis=1, kind="stable")[:, :self.top_n]
+        return {"purchase": np.asarray(out["purchase"]),
+                "top_scores": np.take_along_axis(cat, top, axis=1), "top_ids": top + 2}
 
     def _cut(self, x: dict[str, np.ndarray], rows: np.ndarray, width: int) -> dict:
         """Rows ``rows`` of ``x`` with only the last ``width`` steps of the step inputs."""
@@ -147,14 +169,16 @@ class SequenceScorer:
         width = max(1, int(needed[rows].max()))
         full = self._call({c: v[rows] for c, v in x.items()})
         cut = self._call(self._cut(x, rows, width))
-        exact = all(np.allclose(full[k], cut[k], rtol=0.0, atol=self.TRIM_TOLERANCE) for k in full)
+        # Scores, not ids: two near-equal categories may swap within the tolerance.
+        exact = all(np.allclose(full[k], cut[k], rtol=0.0, atol=self.TRIM_TOLERANCE)
+                    for k in ("purchase", "top_scores"))
         log.info("scoring without padding steps: %s (checked on %d rows cut to %d of %d steps)",
                  "exact, on" if exact else "changes the outputs, off", len(rows), width,
                  self.length)
         return exact
 
     def run(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The model's outputs (``purchase``, ``categories``) for full-width inputs ``x``."""
+        """``purchase``, ``top_ids`` and ``top_scores`` (best first) for full-width inputs."""
         ids = x["item_ids"]
         # Steps each row needs: from its first non-padding item to the end (all-padding rows
         # keep every step, so nothing is ever cut that the model might look at).
@@ -200,14 +224,9 @@ class SequenceScorer:
                                  "top_category_ids": [], "top_category_scores": []})
         out = self.run(self.inputs(batch))
         p = np.asarray(out["purchase"], dtype=np.float64).reshape(-1)
-        cat = np.asarray(out["categories"], dtype=np.float64)
-        cat[:, :2] = -np.inf  # padding and OOV are never predicted (as in the predictor)
-        k = min(self.top_n, cat.shape[1] - 2)
-        top = np.argsort(-cat, axis=1, kind="stable")[:, :k]
-        scores = np.take_along_axis(cat, top, axis=1)
         return pd.DataFrame({"purchase_probability": p,
-                             "top_category_ids": list(top.astype(np.int32)),
-                             "top_category_scores": list(scores)})
+                             "top_category_ids": list(out["top_ids"].astype(np.int32)),
+                             "top_category_scores": list(out["top_scores"].astype(np.float64))})
 
 
 def load_sequence_scorer(model_uri: str, tracking_uri: str | None, top_n: int,
