@@ -211,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="rows per model call and Arrow batch (default: scoring.batch_size)")
     parser.add_argument("--partitions", type=int, default=None,
                         help="Spark partitions of the generated users (default: 2 x cores)")
+    parser.add_argument("--categories", type=int, default=200,
+                        help="category vocabulary of the model (the Taobao sample has 1,796; "
+                             "the category head's width matters once top-k is cheap)")
     parser.add_argument("--master", default="local[2]", help="Spark master")
     parser.add_argument("--driver-memory", default="2g", help="spark.driver.memory")
     parser.add_argument("--encoders", default=None,
@@ -238,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "spark.conf.spark.sql.execution.arrow.maxRecordsPerBatch": str(batch)}),
         app_name="bench-score-udf")
     length = int(cfg["sequences.max_length"])
-    vocab = {"item": 20_000, "category": 200, "event_type": 8,
+    vocab = {"item": 20_000, "category": args.categories, "event_type": 8,
              "price_bucket": len(cfg["sequences.price_buckets"]) + 3}
     model_path = save_model(cfg, tmp, vocab)
     result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
