@@ -214,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--categories", type=int, default=200,
                         help="category vocabulary of the model (the Taobao sample has 1,796; "
                              "the category head's width matters once top-k is cheap)")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="events per sequence (default: sequences.max_length)")
     parser.add_argument("--master", default="local[2]", help="Spark master")
     parser.add_argument("--driver-memory", default="2g", help="spark.driver.memory")
     parser.add_argument("--encoders", default=None,
@@ -233,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="score_udf_"))
     cfg = load_config(overrides=[f"lake.uri={tmp / 'lake'}", "lake.catalog=in-memory",
                                  f"spark.master={args.master}",
-                                 f"spark.conf.spark.driver.memory={args.driver_memory}"])
+                                 f"spark.conf.spark.driver.memory={args.driver_memory}",
+                                 *([f"sequences.max_length={args.max_length}"]
+                                   if args.max_length else [])])
     batch = int(args.batch_size or cfg.get("scoring.batch_size", 2048))
     cores = int(args.master.split("[")[1].rstrip("]")) if "[" in args.master else os.cpu_count()
     partitions = args.partitions or 2 * int(cores)
