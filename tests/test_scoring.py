@@ -524,8 +524,10 @@ def test_scorer_picks_the_same_top_categories_as_the_predictor_ties_included():
     from demandlake.training.predictors import SequencePredictor
 
     L, rng = 6, np.random.default_rng(4)
-    model = build_sequence_model({"item": 30, "category": 400, "event_type": 8}, L, 5, 8,
+    # A head over 400 categories (the n_categories argument), not only a 400-token embedding.
+    model = build_sequence_model({"item": 30, "category": 400, "event_type": 8}, L, 5, 400,
                                  encoder="gru", hidden=8, item_dim=4, category_dim=4)
+    assert model.get_layer("categories").output.shape[-1] == 400
     rows = [{"item_ids": [int(v) for v in rng.integers(2, 30, L)],
              "category_ids": [int(v) for v in rng.integers(2, 400, L)],
              "event_type_ids": [2] * L, "price_buckets": [2] * L, "time_gaps": [1.0] * L,
