@@ -4,7 +4,7 @@ row-at-a-time Python UDF, then a memory-bounded run over many synthetic users.
 Users are generated directly as padded sequence rows in Spark (``spark.range`` + SQL
 expressions; real lengths uniform in 1..max_length; nothing is collected or held), and outputs go
 to Spark's ``noop`` sink so only scoring is timed. The model is the configured sequence
-architecture (``conf/defaults.yaml``: LSTM, hidden 64, max_length 50), untrained but seeded:
+architecture (``conf/defaults.yaml``: LSTM, hidden 32, max_length 50), untrained but seeded:
 inference cost does not depend on the weights.
 
 Paths, each on the same users as the pandas UDF it is compared with:
