@@ -1,9 +1,11 @@
 """Benchmark (not a test): the sequence model scored through the pandas UDF against a
 row-at-a-time Python UDF, then a memory-bounded run over many synthetic users.
 
-Users are generated directly as padded sequence rows in Spark (``spark.range`` + SQL
-expressions; real lengths uniform in 1..max_length; nothing is collected or held), and outputs go
-to Spark's ``noop`` sink so only scoring is timed. The model is the configured sequence
+Users are generated as padded sequence rows in Spark (``spark.range`` + SQL expressions; real
+lengths uniform in 1..max_length; nothing is collected or held) and stored once as Parquet per
+user count; every timed path reads them back, as scoring reads ``gold.sequence_examples``
+(generating them on every pass would bound the figures by the generator: it runs at about 12,500
+users/s here). Outputs go to Spark's ``noop`` sink so only reading and scoring are timed. The model is the configured sequence
 architecture (``conf/defaults.yaml``: LSTM, hidden 32, max_length 50), untrained but seeded:
 inference cost does not depend on the weights.
 
@@ -28,6 +30,12 @@ To compare model shapes instead (the pandas-UDF path only, the variants timed in
 ``--rounds`` times, on the same users)::
 
     ... bench/score_udf.py --encoders lstm:64,gru:64,lstm:32,gru:32 --throughput-users 200000
+
+A variant may name its sequence length too (``encoder:hidden:max_length``, at most
+``--max-length``): it then reads the same users with only their last ``max_length`` steps, as the
+sequences job would have stored them at that setting::
+
+    ... bench/score_udf.py --max-length 50 --encoders lstm:32:50,lstm:32:30
 
 Results (and the command, the machine and its load) are printed as JSON; docs/SCORING.md keeps them.
 """
@@ -169,7 +177,10 @@ def row_udf(model_path: str, compiled: bool):
 
     fields = [udfs.SEQUENCE_SCORES[c] for c in ("purchase_probability", "top_category_ids",
                                                 "top_category_scores")]
-    return F.udf(score, T.StructType(fields))
+    # The classic pickled row path, stated explicitly: Spark 4.2 turns on Arrow-optimized Python
+    # UDFs by default, and 4.2.0's columnar Arrow UDF runner hangs forever on a Parquet scan
+    # (SPARK-58241; docs/STACK.md).
+    return F.udf(score, T.StructType(fields), useArrow=False)
 
 
 def timed(action) -> float:
@@ -253,24 +264,31 @@ def main(argv: list[str] | None = None) -> int:
               "model": {k: cfg.get(f"sequence_model.{k}") for k in ("encoder", "hidden", "item_dim",
                                                                     "category_dim")}
               | {"max_length": length, "vocab": vocab}}
+    stored_at: dict[int, str] = {}
+
+    def users(n: int):
+        """``n`` generated users, written to Parquet on first use and read back every time."""
+        if n not in stored_at:
+            stored_at[n] = str(tmp / f"users-{n}.parquet")
+            sequences(spark, n, length, vocab, partitions).write.parquet(stored_at[n])
+        return spark.read.parquet(stored_at[n])
+
     def pandas_path(n: int, skip_padding: bool = True, path: str | None = None,
                     source=None) -> float:
-        df = sequences(spark, n, length, vocab, partitions) if source is None else source
+        df = users(n) if source is None else source
         scorer = udfs.sequence_scorer(path or model_path, None, batch, 3, skip_padding)
         return timed(lambda: df.mapInPandas(scorer, udfs.SEQUENCE_SCORES)
                      .write.format("noop").mode("overwrite").save())
 
     def row_path(n: int, compiled: bool) -> float:
-        df = sequences(spark, n, length, vocab, partitions)
+        df = users(n)
         f = row_udf(model_path, compiled)
         return timed(lambda: df.select("user_id", f(*udfs.SEQUENCE_INPUTS).alias("s"))
                      .write.format("noop").mode("overwrite").save())
 
     if args.encoders:
-        stored = str(tmp / "users.parquet")
-        sequences(spark, args.throughput_users, length, vocab, partitions).write.parquet(stored)
-        result["encoders"] = compare_encoders(args, cfg, tmp, vocab, pandas_path,
-                                              lambda: spark.read.parquet(stored))
+        result["encoders"] = compare_encoders(args, cfg, tmp, vocab, length, pandas_path,
+                                              users(args.throughput_users), users(64))
         return finish(result, args, spark)
 
     # Warm-up: every worker process loads the model (and traces the graph) once.
@@ -292,12 +310,19 @@ def main(argv: list[str] | None = None) -> int:
         df = sequences(spark, n, length, vocab, partitions)
         return timed(lambda: df.write.format("noop").mode("overwrite").save())
 
+    def read_only(n: int) -> float:
+        df = users(n)
+        return timed(lambda: df.write.format("noop").mode("overwrite").save())
+
     generation_only(4 * partitions)
     if args.throughput_users:
-        t = generation_only(args.throughput_users)
-        result["generation_only"] = {"users": args.throughput_users, "seconds": round(t, 2),
-                                     "users_per_s": round(args.throughput_users / t)}
-        print(json.dumps(result["generation_only"]), flush=True)
+        n = args.throughput_users
+        t = generation_only(n)
+        result["generation_only"] = {"users": n, "seconds": round(t, 2),
+                                     "users_per_s": round(n / t)}
+        t = read_only(n)
+        result["read_only"] = {"users": n, "seconds": round(t, 2), "users_per_s": round(n / t)}
+        print(json.dumps({k: result[k] for k in ("generation_only", "read_only")}), flush=True)
     # Same users through both paths (the row path's rate is also used for the ratios below).
     result["compare_compiled_row_udf"] = compare(args.compare_users, True)
     result["compare_eager_row_udf"] = compare(args.eager_users, False)
@@ -315,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                     rate / result["compare_eager_row_udf"]["row_udf_users_per_s"], 1)}
             print(json.dumps(result[key]), flush=True)
     if args.users:
+        users(args.users)  # stored before the memory is sampled
         with PeakRss() as rss:
             t = pandas_path(args.users)
         result["large"] = {"users": args.users, "seconds": round(t, 1),
@@ -323,39 +349,72 @@ def main(argv: list[str] | None = None) -> int:
     return finish(result, args, spark)
 
 
-def compare_encoders(args, cfg, tmp: Path, vocab: dict, pandas_path, stored) -> dict:
-    """Throughput of each encoder:hidden variant on the same users, timed in turn per round.
+def compare_encoders(args, cfg, tmp: Path, vocab: dict, length: int, pandas_path,
+                     stored, few) -> dict:
+    """Throughput of each ``encoder:hidden[:max_length]`` variant on the same users, timed in
+    turn per round.
 
-    The users are generated once and stored as Parquet, so each timing reads them as scoring
-    reads ``gold.sequence_examples`` (lists of ints in Parquet); the read alone is timed too.
+    ``stored`` is the users as Parquet (read as scoring reads ``gold.sequence_examples``: lists
+    in Parquet), ``few`` a handful of others for the warm-up. A variant with a shorter length reads a copy holding each user's last
+    ``max_length`` steps. Reading alone is timed too, per length.
     """
-    paths, times = {}, {}
+    from pyspark.sql import functions as F
+
+    from demandlake.scoring.udfs import SEQUENCE_INPUTS
+
+    paths, times, inputs = {}, {}, {}
     for variant in args.encoders.split(","):
-        encoder, hidden = variant.split(":")
-        out = tmp / f"model-{encoder}-{hidden}"
+        encoder, hidden, *rest = variant.split(":")
+        steps = int(rest[0]) if rest else length
+        if not 1 <= steps <= length:
+            raise SystemExit(f"{variant}: max_length must be in 1..{length} (--max-length)")
+        if steps not in inputs:
+            if steps == length:
+                inputs[steps] = stored
+            else:
+                where = str(tmp / f"users-last-{steps}.parquet")
+                stored.select("user_id", *[F.slice(c, -steps, steps).alias(c)
+                                           for c in SEQUENCE_INPUTS[:5]],
+                              "static_features").write.parquet(where)
+                inputs[steps] = stored.sparkSession.read.parquet(where)
+        out = tmp / f"model-{encoder}-{hidden}-{steps}"
         out.mkdir()
         paths[variant] = save_model(cfg.with_overrides({"sequence_model.encoder": encoder,
-                                                        "sequence_model.hidden": int(hidden)}),
+                                                        "sequence_model.hidden": int(hidden),
+                                                        "sequences.max_length": steps}),
                                     out, vocab)
-        pandas_path(64, path=paths[variant])  # warm-up: each worker loads and traces it
         times[variant] = []
+    for variant, path in paths.items():  # warm-up: each worker loads and traces every model
+        steps = _steps(variant, length)
+        pandas_path(64, path=path, source=few.select(
+            "user_id", *[F.slice(c, -steps, steps).alias(c) for c in SEQUENCE_INPUTS[:5]],
+            "static_features"))
     n = args.throughput_users
-    read_only = []
+    read_only = {steps: [] for steps in inputs}
     for _ in range(args.rounds):
-        read_only.append(timed(lambda: stored().write.format("noop").mode("overwrite").save()))
+        for steps, df in inputs.items():
+            read_only[steps].append(timed(lambda: df.write.format("noop").mode("overwrite")
+                                          .save()))
         for variant, path in paths.items():
-            times[variant].append(pandas_path(n, path=path, source=stored()))
+            times[variant].append(pandas_path(n, path=path,
+                                              source=inputs[_steps(variant, length)]))
             print(json.dumps({"variant": variant, "users": n,
                               "seconds": round(times[variant][-1], 2)}), flush=True)
     first = next(iter(times))
     best = {v: min(t) for v, t in times.items()}
     return {"users": n, "rounds": args.rounds, "baseline": first,
-            "read_only_s": [round(x, 2) for x in read_only],
-            "read_only_users_per_s": round(n / min(read_only)),
+            "read_only": {str(steps): {"seconds": [round(x, 2) for x in t],
+                                       "users_per_s": round(n / min(t))}
+                          for steps, t in read_only.items()},
             "variants": {v: {"seconds": [round(x, 2) for x in t], "best_s": round(best[v], 2),
                              "users_per_s": round(n / best[v]),
                              "speedup_vs_baseline": round(best[first] / best[v], 2)}
                          for v, t in times.items()}}
+
+
+def _steps(variant: str, length: int) -> int:
+    parts = variant.split(":")
+    return int(parts[2]) if len(parts) > 2 else length
 
 
 def finish(result: dict, args, spark) -> int:

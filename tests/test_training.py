@@ -315,3 +315,23 @@ def test_launch_rejects_unknown_launcher(tmp_path):
         launch("sequence", _cfg(launcher="slurm"), {}, str(tmp_path))
     with pytest.raises(ValueError, match="one rank"):
         launch("sequence", _cfg(launcher="local", num_proc=2), {}, str(tmp_path))
+
+
+def test_sequence_rows_of_another_length_are_cut_or_padded_like_the_sequences_job_does():
+    """A lake keeps rows written before ``sequences.max_length`` changed: training takes them,
+    keeping a longer row's last values and left-padding a shorter one; nulls still fail."""
+    import pyarrow as pa
+
+    from demandlake.training.data import fixed_width
+
+    rows = pa.chunked_array([pa.array([[1, 2, 3, 4, 5], [7]]), pa.array([[8, 9, 10], []])])
+    got = fixed_width(rows, 3, np.int32, fit=True)
+    assert got.tolist() == [[3, 4, 5], [0, 0, 7], [8, 9, 10], [0, 0, 0]]
+    assert got.dtype == np.int32
+    sliced = pa.array([[0, 0, 0], [1, 2, 3, 4], [6, 7]]).slice(1)  # offsets not starting at 0
+    assert fixed_width(sliced, 3, np.float32, fit=True).tolist() == [[2, 3, 4], [0, 6, 7]]
+    assert fixed_width(pa.array([[4, 5, 6]]), 3, np.int32).tolist() == [[4, 5, 6]]
+    with pytest.raises(ValueError, match="row 1 has 1"):
+        fixed_width(pa.array([[1, 2, 3], [7]]), 3, np.int32)
+    with pytest.raises(ValueError, match="must all have 3"):
+        fixed_width(pa.array([[1, 2, 3], None]), 3, np.int32, fit=True)

@@ -167,11 +167,21 @@ def read_shard(split_spec: dict, rank: int, size: int, columns: Sequence[str],
     return table.select(list(columns))
 
 
-def fixed_width(column, width: int, dtype) -> "np.ndarray":
+def fixed_width(column, width: int, dtype, fit: bool = False) -> "np.ndarray":
     """A list column whose rows all have ``width`` values -> ``dtype [n, width]`` (no Python loop).
 
+    Args:
+        column: a pyarrow list column (chunked or not).
+        width: values per row.
+        dtype: NumPy dtype of the result.
+        fit: also take rows of other lengths, as the sequences job would have written them at
+            ``width``: the last ``width`` values of a longer row, a shorter row left-padded with
+            0. A lake keeps rows written before ``sequences.max_length`` changed; training then
+            reads old and new rows alike.
+
     Raises:
-        ValueError: when a row is null or has another length (the sequence contract is broken).
+        ValueError: when a row is null, or has another length and ``fit`` is false (the
+            sequence contract is broken).
     """
     import numpy as np
     import pyarrow as pa
@@ -182,11 +192,21 @@ def fixed_width(column, width: int, dtype) -> "np.ndarray":
     if n == 0:
         return np.zeros((0, width), dtype)
     lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
-    if arr.null_count or (lengths != width).any():
+    values = arr.flatten().to_numpy(zero_copy_only=False)
+    if not arr.null_count and (lengths == width).all():
+        return values.astype(dtype).reshape(n, width)
+    if arr.null_count or not fit:
         bad = int(np.argmax((lengths != width) | np.isnan(lengths.astype(float))))
         raise ValueError(f"list column rows must all have {width} values; row {bad} has "
                          f"{lengths[bad]}")
-    return arr.flatten().to_numpy(zero_copy_only=False).astype(dtype).reshape(n, width)
+    lengths = lengths.astype(np.int64)
+    ends = np.cumsum(lengths)  # one past each row's last value in ``values``
+    steps = np.arange(width)[None, :]
+    source = (ends - width)[:, None] + steps
+    present = steps >= (width - np.minimum(lengths, width))[:, None]
+    picked = values[np.clip(source, 0, max(len(values) - 1, 0))] if len(values) else \
+        np.zeros(source.shape, values.dtype)
+    return np.where(present, picked, 0).astype(dtype)
 
 
 def padded_lists(column, width: int, pad: int = 0) -> "np.ndarray":

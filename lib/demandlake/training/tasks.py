@@ -59,9 +59,10 @@ class SequenceTask:
         from demandlake.training.data import fixed_width, padded_lists
 
         L = self.max_length
-        x = {c: fixed_width(table[c], L, np.int32)
+        # fit: rows written at another sequences.max_length are cut or padded to this one.
+        x = {c: fixed_width(table[c], L, np.int32, fit=True)
              for c in ("item_ids", "category_ids", "event_type_ids", "price_buckets")}
-        x["time_gaps"] = fixed_width(table["time_gaps"], L, np.float32)
+        x["time_gaps"] = fixed_width(table["time_gaps"], L, np.float32, fit=True)
         x["static_features"] = fixed_width(table["static_features"], self.n_static, np.float32)
         y = {"purchase": table["label_purchase"].to_numpy(zero_copy_only=False)
              .astype(np.float32).reshape(-1, 1),

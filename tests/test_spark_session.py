@@ -1,0 +1,34 @@
+"""The session demandlake builds: settings that keep Spark 4.2 traps away from its users."""
+from __future__ import annotations
+
+import threading
+
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+
+def test_a_plain_python_udf_over_a_parquet_scan_finishes(spark, tmp_path):
+    """Spark 4.2.0 runs ``F.udf`` Arrow-optimized by default, and its columnar Arrow UDF runner
+    (used on a vectorized Parquet/Delta scan) sends the worker a message it cannot parse: the
+    task then waits forever (SPARK-58241). The session turns Arrow-optimized UDFs off, so this
+    query finishes; with them on it hangs, and the timeout below fails the test."""
+    path = str(tmp_path / "ints.parquet")
+    spark.range(0, 200, numPartitions=2).write.parquet(path)
+    plus_one = F.udf(lambda v: v + 1, T.LongType())
+    got: dict = {}
+
+    def run() -> None:
+        spark.sparkContext.setJobGroup("plain-udf-scan", "plain UDF over Parquet", True)
+        got["sum"] = spark.read.parquet(path).select(plus_one("id").alias("v")) \
+            .agg(F.sum("v")).first()[0]
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=180)
+    if worker.is_alive():
+        spark.sparkContext.cancelJobGroup("plain-udf-scan")
+        worker.join(timeout=30)
+        raise AssertionError("a plain Python UDF over a Parquet scan did not finish in 180 s "
+                             "(spark.sql.execution.pythonUDF.arrow.enabled must be false)")
+    assert spark.conf.get("spark.sql.execution.pythonUDF.arrow.enabled") == "false"
+    assert got["sum"] == sum(range(1, 201))
