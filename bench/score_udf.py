@@ -6,12 +6,13 @@ lengths uniform in 1..max_length; nothing is collected or held) and stored once 
 user count; every timed path reads them back, as scoring reads ``gold.sequence_examples``
 (generating them on every pass would bound the figures by the generator: it runs at about 12,500
 users/s here). Outputs go to Spark's ``noop`` sink so only reading and scoring are timed. The model is the configured sequence
-architecture (``conf/defaults.yaml``: LSTM, hidden 32, max_length 50), untrained but seeded:
+architecture (``conf/defaults.yaml``: LSTM, hidden 32, max_length 30), untrained but seeded:
 inference cost does not depend on the weights.
 
 Paths, each on the same users as the pandas UDF it is compared with:
 
-* pandas UDF: ``scoring.udfs.sequence_scorer`` through ``mapInPandas`` (what ``run_score`` runs);
+* batch UDF: ``scoring.udfs.sequence_scorer_arrow`` through ``mapInArrow`` (what ``run_score``
+  runs), or with ``--udf pandas`` ``sequence_scorer`` through ``mapInPandas``;
 * row-at-a-time, plain: a ``F.udf`` calling ``SequencePredictor.predict`` (eager Keras) per row;
 * row-at-a-time, compiled: a ``F.udf`` calling the compiled ``SequenceScorer`` per row (the
   strongest row-at-a-time baseline: same graph, one row per call).
@@ -234,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
                              "--throughput-users users instead of the runs above")
     parser.add_argument("--rounds", type=int, default=2,
                         help="with --encoders: times each variant is timed, in turn")
+    parser.add_argument("--udf", choices=("arrow", "pandas"), default="arrow",
+                        help="the batch path: mapInArrow (sequence_scorer_arrow, what the "
+                             "nightly job runs) or mapInPandas (sequence_scorer). With "
+                             "--encoders, variants use mapInPandas unless they end in :arrow")
     parser.add_argument("--out", default=None, help="also write the JSON result here")
     args = parser.parse_args(argv)
 
@@ -260,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
              "price_bucket": len(cfg["sequences.price_buckets"]) + 3}
     model_path = save_model(cfg, tmp, vocab)
     result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
-              "spark_master": args.master, "partitions": partitions, "batch_size": batch,
+              "spark_master": args.master, "udf": args.udf, "partitions": partitions,
+              "batch_size": batch,
               "model": {k: cfg.get(f"sequence_model.{k}") for k in ("encoder", "hidden", "item_dim",
                                                                     "category_dim")}
               | {"max_length": length, "vocab": vocab}}
@@ -274,11 +280,14 @@ def main(argv: list[str] | None = None) -> int:
         return spark.read.parquet(stored_at[n])
 
     def pandas_path(n: int, skip_padding: bool = True, path: str | None = None,
-                    source=None) -> float:
+                    source=None, arrow: bool | None = None) -> float:
         df = users(n) if source is None else source
-        scorer = udfs.sequence_scorer(path or model_path, None, batch, 3, skip_padding)
-        return timed(lambda: df.mapInPandas(scorer, udfs.SEQUENCE_SCORES)
-                     .write.format("noop").mode("overwrite").save())
+        arrow = args.udf == "arrow" if arrow is None else arrow
+        build = udfs.sequence_scorer_arrow if arrow else udfs.sequence_scorer
+        scorer = build(path or model_path, None, batch, 3, skip_padding)
+        scored = (df.mapInArrow(scorer, udfs.SEQUENCE_SCORES) if arrow
+                  else df.mapInPandas(scorer, udfs.SEQUENCE_SCORES))
+        return timed(lambda: scored.write.format("noop").mode("overwrite").save())
 
     def row_path(n: int, compiled: bool) -> float:
         df = users(n)
@@ -364,8 +373,7 @@ def compare_encoders(args, cfg, tmp: Path, vocab: dict, length: int, pandas_path
 
     paths, times, inputs = {}, {}, {}
     for variant in args.encoders.split(","):
-        encoder, hidden, *rest = variant.split(":")
-        steps = int(rest[0]) if rest else length
+        encoder, hidden, steps, _ = _parse(variant, length)
         if not 1 <= steps <= length:
             raise SystemExit(f"{variant}: max_length must be in 1..{length} (--max-length)")
         if steps not in inputs:
@@ -378,6 +386,11 @@ def compare_encoders(args, cfg, tmp: Path, vocab: dict, length: int, pandas_path
                               "static_features").write.parquet(where)
                 inputs[steps] = stored.sparkSession.read.parquet(where)
         out = tmp / f"model-{encoder}-{hidden}-{steps}"
+        if out.exists():  # the same model scored another way
+            paths[variant] = paths[next(v for v in paths if _parse(v, length)[:3]
+                                        == (encoder, hidden, steps))]
+            times[variant] = []
+            continue
         out.mkdir()
         paths[variant] = save_model(cfg.with_overrides({"sequence_model.encoder": encoder,
                                                         "sequence_model.hidden": int(hidden),
@@ -385,8 +398,8 @@ def compare_encoders(args, cfg, tmp: Path, vocab: dict, length: int, pandas_path
                                     out, vocab)
         times[variant] = []
     for variant, path in paths.items():  # warm-up: each worker loads and traces every model
-        steps = _steps(variant, length)
-        pandas_path(64, path=path, source=few.select(
+        _, _, steps, arrow = _parse(variant, length)
+        pandas_path(64, path=path, arrow=arrow, source=few.select(
             "user_id", *[F.slice(c, -steps, steps).alias(c) for c in SEQUENCE_INPUTS[:5]],
             "static_features"))
     n = args.throughput_users
@@ -397,7 +410,8 @@ def compare_encoders(args, cfg, tmp: Path, vocab: dict, length: int, pandas_path
                                           .save()))
         for variant, path in paths.items():
             times[variant].append(pandas_path(n, path=path,
-                                              source=inputs[_steps(variant, length)]))
+                                              source=inputs[_parse(variant, length)[2]],
+                                              arrow=_parse(variant, length)[3]))
             print(json.dumps({"variant": variant, "users": n,
                               "seconds": round(times[variant][-1], 2)}), flush=True)
     first = next(iter(times))
@@ -412,9 +426,12 @@ def compare_encoders(args, cfg, tmp: Path, vocab: dict, length: int, pandas_path
                          for v, t in times.items()}}
 
 
-def _steps(variant: str, length: int) -> int:
+def _parse(variant: str, length: int) -> tuple[str, int, int, bool]:
+    """``encoder:hidden[:max_length][:arrow]`` -> (encoder, hidden, max_length, mapInArrow?)."""
     parts = variant.split(":")
-    return int(parts[2]) if len(parts) > 2 else length
+    arrow = parts[-1] == "arrow"
+    parts = parts[:-1] if arrow else parts
+    return parts[0], int(parts[1]), int(parts[2]) if len(parts) > 2 else length, arrow
 
 
 def finish(result: dict, args, spark) -> int:

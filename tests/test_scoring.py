@@ -167,7 +167,8 @@ def test_complaint_terms_of_electronics_are_negative_cue_words(scored):
     assert set(elec["term"].head(3)) & negative_words
 
 
-def test_udf_scores_equal_direct_predict_on_the_same_rows(spark, scored):
+@pytest.mark.parametrize("arrow", [False, True], ids=["mapInPandas", "mapInArrow"])
+def test_udf_scores_equal_direct_predict_on_the_same_rows(spark, scored, arrow):
     from demandlake.scoring import udfs
     from demandlake.training import tracking
 
@@ -183,13 +184,21 @@ def test_udf_scores_equal_direct_predict_on_the_same_rows(spark, scored):
                      [float(v) for v in rng.normal(1, 1, 5)]))
     # An unpadded (ragged) row: its batch goes through the predictor's own row-by-row padding.
     rows.append(("ragged", [5, 6], [2, 3], [2, 2], [3, 4], [0.0, 1.5], [1.0, 2.0]))
+    # Longer than the model's length: its last L steps count, as the sequences job keeps them.
+    rows.append(("long", *[[3] * (L + 4)] * 4, [1.0] * (L + 4), [0.5] * 5))
     schema = T.StructType([T.StructField("user_id", T.StringType())] + [
         T.StructField(c, T.ArrayType(T.FloatType() if c in ("time_gaps", "static_features")
                                      else T.IntegerType())) for c in udfs.SEQUENCE_INPUTS])
     df = spark.createDataFrame(rows, schema).repartition(2)
     uri = f"models:/demandlake-sequence/{version}"
-    got = (df.mapInPandas(udfs.sequence_scorer(uri, cfg.mlflow_tracking_uri, 7, 3),
-                          udfs.SEQUENCE_SCORES).toPandas().set_index("user_id").sort_index())
+    if arrow:
+        got = df.mapInArrow(udfs.sequence_scorer_arrow(uri, cfg.mlflow_tracking_uri, 7, 3),
+                            udfs.SEQUENCE_SCORES)
+    else:
+        got = df.mapInPandas(udfs.sequence_scorer(uri, cfg.mlflow_tracking_uri, 7, 3),
+                             udfs.SEQUENCE_SCORES)
+    got = got.toPandas().set_index("user_id").sort_index()
+    assert len(got) == len(rows)
     frame = pd.DataFrame(rows, columns=["user_id", *udfs.SEQUENCE_INPUTS]).set_index("user_id")
     want = model.predict(frame.reset_index(drop=True)[list(udfs.SEQUENCE_INPUTS)])
     want.index = frame.index
@@ -466,6 +475,8 @@ def test_scorers_reject_non_positive_batch_sizes():
 
     with pytest.raises(ValueError, match="batch_size"):
         udfs.sequence_scorer("models:/x/1", None, 0, 3)
+    with pytest.raises(ValueError, match="batch_size"):
+        udfs.sequence_scorer_arrow("models:/x/1", None, 0, 3)
     with pytest.raises(ValueError, match="batch_size"):
         udfs.sentiment_scorer("models:/x/1", None, 0)
 

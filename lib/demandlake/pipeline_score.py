@@ -146,8 +146,9 @@ def score_sequences(spark: SparkSession, cfg: Config, run_date: dt.date, users: 
                     model: serving.ServingModel) -> DataFrame:
     """Model scores of ``users`` (user_id, purchase_probability, top_categories as tokens).
 
-    The sequences come from ``pipeline_transform.build_scoring_sequences``; the pandas UDF loads
-    the model once per Python worker (:mod:`demandlake.scoring.udfs`).
+    The sequences come from ``pipeline_transform.build_scoring_sequences``; the Arrow
+    iterator-of-batches UDF (``mapInArrow``) loads the model once per Python worker
+    (:mod:`demandlake.scoring.udfs`).
     """
     from demandlake.pipeline_transform import build_scoring_sequences
 
@@ -155,11 +156,11 @@ def score_sequences(spark: SparkSession, cfg: Config, run_date: dt.date, users: 
     vocab = model_vocabulary(spark, cfg, model)
     sequences = (build_scoring_sequences(spark, cfg, run_date, vocab)
                  .join(users.select("user_id"), on="user_id", how="left_semi"))
-    scorer = udfs.sequence_scorer(model.uri, model.tracking_uri,
-                                  int(cfg.get("scoring.batch_size", 2048)), top_n,
-                                  bool(cfg.get("scoring.skip_padding", True)))
+    scorer = udfs.sequence_scorer_arrow(model.uri, model.tracking_uri,
+                                        int(cfg.get("scoring.batch_size", 2048)), top_n,
+                                        bool(cfg.get("scoring.skip_padding", True)))
     raw = (sequences.select("user_id", *udfs.SEQUENCE_INPUTS)
-           .mapInPandas(scorer, udfs.SEQUENCE_SCORES))
+           .mapInArrow(scorer, udfs.SEQUENCE_SCORES))
     head = model.param("sequence_model.category_head") or cfg.get("sequence_model.category_head",
                                                                   "softmax")
     return fc.model_categories(raw, fc.category_map(vocab), head, top_n)

@@ -1,7 +1,8 @@
 """Arrow (pandas) UDFs that score DataFrames with the serving models, whole batches at a time.
 
-Each builder returns a function for ``DataFrame.mapInPandas``: an iterator of pandas batches in,
-an iterator of pandas batches out. The function loads the model before its loop over batches,
+Each builder returns a function for ``DataFrame.mapInPandas`` (an iterator of pandas batches in,
+an iterator of pandas batches out) or, for sequence scoring in the nightly job,
+``DataFrame.mapInArrow`` (the same with Arrow record batches: no pandas objects per list cell). The function loads the model before its loop over batches,
 through a per-process cache keyed by the model URI, so a Python worker that runs many tasks
 (``spark.python.worker.reuse``, Spark's default) loads it once; the model is never called per row
 and no rows ever reach the driver. Inside a batch the model is called on ``batch_size`` rows at a
@@ -217,6 +218,41 @@ class SequenceScorer:
         out.update({c: x[c].astype(np.float32, copy=False) for c in SEQUENCE_INPUTS[4:]})
         return out
 
+    def arrow_inputs(self, batch) -> dict[str, np.ndarray]:
+        """Model inputs of a ``pyarrow.RecordBatch``: NumPy views of the list columns' values
+        (no pandas, no per-row objects); a null row goes through the predictor's padding, as in
+        :meth:`inputs`, and rows of another length are cut or padded as it would."""
+        from demandlake.training.data import fixed_width
+
+        try:
+            x = {c: fixed_width(batch.column(c), self.length, np.int32, fit=True)
+                 for c in SEQUENCE_INPUTS[:4]}
+            x["time_gaps"] = fixed_width(batch.column("time_gaps"), self.length, np.float32,
+                                         fit=True)
+            x["static_features"] = fixed_width(batch.column("static_features"), self.n_static,
+                                               np.float32)
+        except ValueError:  # a null row, or static features of another width
+            return self.predictor.inputs(batch.select(list(SEQUENCE_INPUTS)).to_pandas())
+        return x
+
+    def predict_arrow(self, batch):
+        """:meth:`predict` from and to Arrow: ``batch`` has ``user_id`` and
+        :data:`SEQUENCE_INPUTS`; the result is a ``pyarrow.RecordBatch`` of
+        :data:`SEQUENCE_SCORES` whose list columns are built from the flat score matrices."""
+        import pyarrow as pa
+
+        out = self.run(self.arrow_inputs(batch))
+        ids = np.ascontiguousarray(out["top_ids"], dtype=np.int32)
+        n, k = ids.shape
+        offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
+        scores = np.ascontiguousarray(out["top_scores"], dtype=np.float64).reshape(-1)
+        return pa.RecordBatch.from_arrays(
+            [batch.column("user_id"),
+             pa.array(np.asarray(out["purchase"], dtype=np.float64).reshape(-1)),
+             pa.ListArray.from_arrays(offsets, pa.array(ids.reshape(-1))),
+             pa.ListArray.from_arrays(offsets, pa.array(scores))],
+            names=list(SEQUENCE_SCORES.names))
+
     def predict(self, batch: pd.DataFrame) -> pd.DataFrame:
         """``purchase_probability``, ``top_category_ids``, ``top_category_scores`` of a batch."""
         if len(batch) == 0:
@@ -274,6 +310,30 @@ def sequence_scorer(model_uri: str, tracking_uri: str | None, batch_size: int, t
                     "top_category_ids": out["top_category_ids"].to_numpy(),
                     "top_category_scores": out["top_category_scores"].to_numpy(),
                 })
+
+    return score
+
+
+def sequence_scorer_arrow(model_uri: str, tracking_uri: str | None, batch_size: int, top_n: int,
+                          skip_padding: bool = True) -> Callable[[Iterator], Iterator]:
+    """:func:`sequence_scorer` for ``DataFrame.mapInArrow``: the same rows and numbers, with
+    Arrow record batches in and out instead of pandas frames.
+
+    The pandas path costs the Python worker a pandas object per list cell on the way in and,
+    on the way out, Spark's per-row ``list(value)`` over each array column before Arrow
+    rebuilds it; here the list columns are read as NumPy views of their values and written
+    back from the flat score matrices (docs/SCORING.md has the measured difference).
+    """
+    if batch_size < 1 or top_n < 1:
+        raise ValueError(f"batch_size and top_n must be >= 1, got {batch_size}, {top_n}")
+
+    def score(batches: Iterator) -> Iterator:
+        scorer = load_sequence_scorer(model_uri, tracking_uri, top_n, skip_padding)
+        for batch in batches:
+            for start in range(0, batch.num_rows, batch_size):
+                part = batch.slice(start, batch_size)
+                if part.num_rows:
+                    yield scorer.predict_arrow(part)
 
     return score
 
