@@ -211,6 +211,41 @@ def test_udf_scores_equal_direct_predict_on_the_same_rows(spark, scored, arrow):
         np.testing.assert_allclose(gs, ws[:3], rtol=1e-5, atol=1e-7)
 
 
+
+def test_both_udf_paths_score_a_null_history_as_all_padding(spark, scored):
+    """A null sequence (the pyfunc signature refuses it, so it is not in the test above) is
+    scored by both batch paths, as all padding, with the same numbers."""
+    from demandlake.scoring import udfs
+    from demandlake.training import tracking
+
+    cfg = scored.cfg
+    _, version = tracking.load_serving("demandlake-sequence", cfg=cfg)
+    L = int(cfg["sequences.max_length"])
+    schema = T.StructType([T.StructField("user_id", T.StringType())] + [
+        T.StructField(c, T.ArrayType(T.FloatType() if c in ("time_gaps", "static_features")
+                                     else T.IntegerType())) for c in udfs.SEQUENCE_INPUTS])
+    rows = [("null", None, None, None, None, None, [1.0] * 5),
+            ("padding", *[[0] * L] * 4, [0.0] * L, [1.0] * 5),
+            ("some", *[[0] * (L - 2) + [3, 4]] * 4, [0.0] * (L - 1) + [2.0], [1.0] * 5)]
+    df = spark.createDataFrame(rows, schema).coalesce(1)
+    uri = f"models:/demandlake-sequence/{version}"
+    paths = {
+        "pandas": df.mapInPandas(udfs.sequence_scorer(uri, cfg.mlflow_tracking_uri, 8, 3),
+                                 udfs.SEQUENCE_SCORES),
+        "arrow": df.mapInArrow(udfs.sequence_scorer_arrow(uri, cfg.mlflow_tracking_uri, 8, 3),
+                               udfs.SEQUENCE_SCORES)}
+    got = {k: v.toPandas().set_index("user_id").sort_index() for k, v in paths.items()}
+    for frame in got.values():
+        assert sorted(frame.index) == ["null", "padding", "some"]
+        assert frame.loc["null", "purchase_probability"] == pytest.approx(
+            frame.loc["padding", "purchase_probability"], abs=1e-7)
+        assert list(frame.loc["null", "top_category_ids"]) == \
+            list(frame.loc["padding", "top_category_ids"])
+    np.testing.assert_allclose(got["arrow"]["purchase_probability"],
+                               got["pandas"]["purchase_probability"], rtol=0, atol=1e-7)
+    for a, b in zip(got["arrow"]["top_category_ids"], got["pandas"]["top_category_ids"]):
+        assert list(a) == list(b)
+
 # ---- pure transforms ----------------------------------------------------------------------------
 def _z(**values) -> dict:
     return {**{f: 0.0 for f in sg.SEGMENT_FEATURES}, **values}
