@@ -5,9 +5,9 @@ Users are generated as padded sequence rows in Spark (``spark.range`` + SQL expr
 lengths uniform in 1..max_length; nothing is collected or held) and stored once as Parquet per
 user count; every timed path reads them back, as scoring reads ``gold.sequence_examples``
 (generating them on every pass would bound the figures by the generator: it runs at about 12,500
-users/s here). Outputs go to Spark's ``noop`` sink so only reading and scoring are timed. The model is the configured sequence
-architecture (``conf/defaults.yaml``: LSTM, hidden 32, max_length 30), untrained but seeded:
-inference cost does not depend on the weights.
+users/s here). Outputs go to Spark's ``noop`` sink so only reading and scoring are timed. The
+model is the configured sequence architecture (``conf/defaults.yaml``: LSTM, hidden 32,
+max_length 30), untrained but seeded: inference cost does not depend on the weights.
 
 Paths, each on the same users as the pandas UDF it is compared with:
 
@@ -34,9 +34,10 @@ To compare model shapes instead (the pandas-UDF path only, the variants timed in
 
 A variant may name its sequence length too (``encoder:hidden:max_length``, at most
 ``--max-length``): it then reads the same users with only their last ``max_length`` steps, as the
-sequences job would have stored them at that setting::
+sequences job would have stored them at that setting. A trailing ``:arrow`` scores it through
+``mapInArrow`` instead of ``mapInPandas``::
 
-    ... bench/score_udf.py --max-length 50 --encoders lstm:32:50,lstm:32:30
+    ... bench/score_udf.py --max-length 50 --encoders lstm:32:50,lstm:32:30,lstm:32:30:arrow
 
 Results (and the command, the machine and its load) are printed as JSON; docs/SCORING.md keeps them.
 """
@@ -360,12 +361,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def compare_encoders(args, cfg, tmp: Path, vocab: dict, length: int, pandas_path,
                      stored, few) -> dict:
-    """Throughput of each ``encoder:hidden[:max_length]`` variant on the same users, timed in
-    turn per round.
+    """Throughput of each ``encoder:hidden[:max_length][:arrow]`` variant on the same users,
+    timed in turn per round.
 
     ``stored`` is the users as Parquet (read as scoring reads ``gold.sequence_examples``: lists
-    in Parquet), ``few`` a handful of others for the warm-up. A variant with a shorter length reads a copy holding each user's last
-    ``max_length`` steps. Reading alone is timed too, per length.
+    in Parquet), ``few`` a handful of others for the warm-up. A variant with a shorter length
+    reads a copy holding each user's last ``max_length`` steps. Reading alone is timed too, per
+    length. Variants score through ``mapInPandas`` unless they end in ``:arrow``.
     """
     from pyspark.sql import functions as F
 
