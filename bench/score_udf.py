@@ -373,9 +373,14 @@ def compare_encoders(args, cfg, tmp: Path, vocab: dict, length: int, pandas_path
 
     from demandlake.scoring.udfs import SEQUENCE_INPUTS
 
-    paths, times, inputs = {}, {}, {}
-    for variant in args.encoders.split(","):
-        encoder, hidden, steps, _ = _parse(variant, length)
+    def last_steps(df, steps: int):
+        """``df`` with only each user's last ``steps`` steps (as the sequences job stores them)."""
+        return df.select("user_id", *[F.slice(c, -steps, steps).alias(c)
+                                      for c in SEQUENCE_INPUTS[:5]], "static_features")
+
+    specs = {variant: _parse(variant, length) for variant in args.encoders.split(",")}
+    inputs, models = {}, {}
+    for variant, (encoder, hidden, steps, _) in specs.items():
         if not 1 <= steps <= length:
             raise SystemExit(f"{variant}: max_length must be in 1..{length} (--max-length)")
         if steps not in inputs:
@@ -383,37 +388,29 @@ def compare_encoders(args, cfg, tmp: Path, vocab: dict, length: int, pandas_path
                 inputs[steps] = stored
             else:
                 where = str(tmp / f"users-last-{steps}.parquet")
-                stored.select("user_id", *[F.slice(c, -steps, steps).alias(c)
-                                           for c in SEQUENCE_INPUTS[:5]],
-                              "static_features").write.parquet(where)
+                last_steps(stored, steps).write.parquet(where)
                 inputs[steps] = stored.sparkSession.read.parquet(where)
-        out = tmp / f"model-{encoder}-{hidden}-{steps}"
-        if out.exists():  # the same model scored another way
-            paths[variant] = paths[next(v for v in paths if _parse(v, length)[:3]
-                                        == (encoder, hidden, steps))]
-            times[variant] = []
-            continue
-        out.mkdir()
-        paths[variant] = save_model(cfg.with_overrides({"sequence_model.encoder": encoder,
-                                                        "sequence_model.hidden": int(hidden),
-                                                        "sequences.max_length": steps}),
-                                    out, vocab)
-        times[variant] = []
+        if (encoder, hidden, steps) not in models:  # one model however many ways it is scored
+            out = tmp / f"model-{encoder}-{hidden}-{steps}"
+            out.mkdir()
+            models[encoder, hidden, steps] = save_model(
+                cfg.with_overrides({"sequence_model.encoder": encoder,
+                                    "sequence_model.hidden": hidden,
+                                    "sequences.max_length": steps}), out, vocab)
+    paths = {variant: models[spec[:3]] for variant, spec in specs.items()}
     for variant, path in paths.items():  # warm-up: each worker loads and traces every model
-        _, _, steps, arrow = _parse(variant, length)
-        pandas_path(64, path=path, arrow=arrow, source=few.select(
-            "user_id", *[F.slice(c, -steps, steps).alias(c) for c in SEQUENCE_INPUTS[:5]],
-            "static_features"))
+        _, _, steps, arrow = specs[variant]
+        pandas_path(64, path=path, arrow=arrow, source=last_steps(few, steps))
     n = args.throughput_users
+    times = {variant: [] for variant in specs}
     read_only = {steps: [] for steps in inputs}
     for _ in range(args.rounds):
         for steps, df in inputs.items():
             read_only[steps].append(timed(lambda: df.write.format("noop").mode("overwrite")
                                           .save()))
         for variant, path in paths.items():
-            times[variant].append(pandas_path(n, path=path,
-                                              source=inputs[_parse(variant, length)[2]],
-                                              arrow=_parse(variant, length)[3]))
+            _, _, steps, arrow = specs[variant]
+            times[variant].append(pandas_path(n, path=path, source=inputs[steps], arrow=arrow))
             print(json.dumps({"variant": variant, "users": n,
                               "seconds": round(times[variant][-1], 2)}), flush=True)
     first = next(iter(times))

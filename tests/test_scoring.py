@@ -167,6 +167,15 @@ def test_complaint_terms_of_electronics_are_negative_cue_words(scored):
     assert set(elec["term"].head(3)) & negative_words
 
 
+def _sequence_schema() -> T.StructType:
+    """``user_id`` and the scorer's inputs, typed as ``gold.sequence_examples`` has them."""
+    from demandlake.scoring import udfs
+
+    return T.StructType([T.StructField("user_id", T.StringType())] + [
+        T.StructField(c, T.ArrayType(T.FloatType() if c in ("time_gaps", "static_features")
+                                     else T.IntegerType())) for c in udfs.SEQUENCE_INPUTS])
+
+
 @pytest.mark.parametrize("arrow", [False, True], ids=["mapInPandas", "mapInArrow"])
 def test_udf_scores_equal_direct_predict_on_the_same_rows(spark, scored, arrow):
     from demandlake.scoring import udfs
@@ -186,9 +195,7 @@ def test_udf_scores_equal_direct_predict_on_the_same_rows(spark, scored, arrow):
     rows.append(("ragged", [5, 6], [2, 3], [2, 2], [3, 4], [0.0, 1.5], [1.0, 2.0]))
     # Longer than the model's length: its last L steps count, as the sequences job keeps them.
     rows.append(("long", *[[3] * (L + 4)] * 4, [1.0] * (L + 4), [0.5] * 5))
-    schema = T.StructType([T.StructField("user_id", T.StringType())] + [
-        T.StructField(c, T.ArrayType(T.FloatType() if c in ("time_gaps", "static_features")
-                                     else T.IntegerType())) for c in udfs.SEQUENCE_INPUTS])
+    schema = _sequence_schema()
     df = spark.createDataFrame(rows, schema).repartition(2)
     uri = f"models:/demandlake-sequence/{version}"
     if arrow:
@@ -211,7 +218,6 @@ def test_udf_scores_equal_direct_predict_on_the_same_rows(spark, scored, arrow):
         np.testing.assert_allclose(gs, ws[:3], rtol=1e-5, atol=1e-7)
 
 
-
 def test_both_udf_paths_score_a_null_history_as_all_padding(spark, scored):
     """A null sequence (the pyfunc signature refuses it, so it is not in the test above) is
     scored by both batch paths, as all padding, with the same numbers."""
@@ -221,9 +227,7 @@ def test_both_udf_paths_score_a_null_history_as_all_padding(spark, scored):
     cfg = scored.cfg
     _, version = tracking.load_serving("demandlake-sequence", cfg=cfg)
     L = int(cfg["sequences.max_length"])
-    schema = T.StructType([T.StructField("user_id", T.StringType())] + [
-        T.StructField(c, T.ArrayType(T.FloatType() if c in ("time_gaps", "static_features")
-                                     else T.IntegerType())) for c in udfs.SEQUENCE_INPUTS])
+    schema = _sequence_schema()
     rows = [("null", None, None, None, None, None, [1.0] * 5),
             ("padding", *[[0] * L] * 4, [0.0] * L, [1.0] * 5),
             ("some", *[[0] * (L - 2) + [3, 4]] * 4, [0.0] * (L - 1) + [2.0], [1.0] * 5)]
@@ -245,6 +249,7 @@ def test_both_udf_paths_score_a_null_history_as_all_padding(spark, scored):
                                got["pandas"]["purchase_probability"], rtol=0, atol=1e-7)
     for a, b in zip(got["arrow"]["top_category_ids"], got["pandas"]["top_category_ids"]):
         assert list(a) == list(b)
+
 
 # ---- pure transforms ----------------------------------------------------------------------------
 def _z(**values) -> dict:
