@@ -105,6 +105,32 @@ def test_sentiment_model_rejects_kernels_longer_than_the_text():
         build_sentiment_model(30, 12, architecture="gpt")
 
 
+
+def test_embedding_lookups_stay_float32_under_mixed_bfloat16():
+    # On an H200, bfloat16 lookups (their gradients scatter-added in bfloat16) trained these
+    # models 5-52x slower than float32 ones (docs/BENCHMARKS.md); the trainer turns
+    # mixed_bfloat16 on for every GPU run, so the builders must keep the lookups in float32.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        models = {"sequence": build_sequence_model(VOCAB, L, 5, VOCAB["category"], hidden=16),
+                  "sentiment": build_sentiment_model(30, 12, embedding_dim=8, filters=4),
+                  "policy": build_sequence_model(VOCAB, L, 5, VOCAB["category"], hidden=16,
+                                                 embedding_dtype=None)}
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+    def lookups(model):
+        found = [layer for layer in model.layers if isinstance(layer, keras.layers.Embedding)]
+        assert found
+        return {layer.dtype_policy.name for layer in found}
+
+    assert lookups(models["sequence"]) == lookups(models["sentiment"]) == {"float32"}
+    assert lookups(models["policy"]) == {"mixed_bfloat16"}
+    # the rest of the model still computes in bfloat16, the heads in float32
+    assert models["sequence"].get_layer("lstm").compute_dtype == "bfloat16"
+    out = models["sequence"](_sequence_batch(), training=False)
+    assert keras.backend.standardize_dtype(out["purchase"].dtype) == "float32"
+
 # ---- tokenization ----------------------------------------------------------------------------
 def test_char_tokenizer_splits_han_characters_and_keeps_lowercased_english_words():
     layer = tx.build_vectorizer("char", 16)

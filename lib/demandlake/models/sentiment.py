@@ -31,6 +31,7 @@ def build_sentiment_model(
     lstm_units: int = 48,
     hidden: int = 64,
     dropout: float = 0.3,
+    embedding_dtype: str | None = "float32",
 ) -> keras.Model:
     """Build the binary text classifier.
 
@@ -43,6 +44,8 @@ def build_sentiment_model(
         lstm_units: BiLSTM width per direction.
         hidden: dense layer before the output.
         dropout: dropout before and after the dense layer.
+        embedding_dtype: dtype policy of the token lookup (``None``: the global policy); float32
+            by default for the reason given in :func:`~demandlake.models.build_sequence_model`.
 
     Returns:
         An uncompiled model ``token_ids -> {"positive": [batch, 1]}``.
@@ -57,7 +60,8 @@ def build_sentiment_model(
     ids_in = keras.Input((max_length,), dtype="int32", name="token_ids")
     mask = NotPadding(name="not_padding")(ids_in)
     ids = ClipIds(vocab_size, name="token_clip")(ids_in)
-    emb = keras.layers.Embedding(vocab_size, embedding_dim, name="token_emb")(ids)
+    emb = keras.layers.Embedding(vocab_size, embedding_dim, dtype=embedding_dtype,
+                                 name="token_emb")(ids)
     emb = keras.layers.SpatialDropout1D(dropout / 2, name="emb_dropout")(emb)
 
     if architecture == "textcnn":
