@@ -105,7 +105,6 @@ def test_sentiment_model_rejects_kernels_longer_than_the_text():
         build_sentiment_model(30, 12, architecture="gpt")
 
 
-
 def test_embedding_lookups_stay_float32_under_mixed_bfloat16():
     # On an H200, bfloat16 lookups (their gradients scatter-added in bfloat16) trained these
     # models 5-52x slower than float32 ones (docs/BENCHMARKS.md); the trainer turns
@@ -130,6 +129,7 @@ def test_embedding_lookups_stay_float32_under_mixed_bfloat16():
     assert models["sequence"].get_layer("lstm").compute_dtype == "bfloat16"
     out = models["sequence"](_sequence_batch(), training=False)
     assert keras.backend.standardize_dtype(out["purchase"].dtype) == "float32"
+
 
 # ---- tokenization ----------------------------------------------------------------------------
 def test_char_tokenizer_splits_han_characters_and_keeps_lowercased_english_words():
