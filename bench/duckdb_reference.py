@@ -19,7 +19,9 @@ The semantics reproduced, rule by rule (see docs/FEATURES.md):
   values in time order, the last ``max_sequence_length`` kept; revenue 0 without purchases, null
   with purchases but no price; ``session_date`` the local date of the start in ``timezone``;
 * features: ``event_date <= snapshot`` (all history), ``event_date > snapshot - w`` (windows, the
-  longest being the lookback); sessions rebuilt from the lookback events; interest weights view 1,
+  longest being the lookback); sessions rebuilt from the lookback events (or, in ``write_outputs``,
+  read from the written sessions where they account for them, as ``run_features`` does); interest
+  weights view 1,
   fav 2, cart 3, purchase 5; top-k by weight desc then name; search terms ``lower(trim(q))``,
   newest first, ties by term; category medians interpolated (Spark ``median``); hours and
   weekdays (Monday = 0) of the local time.
@@ -193,9 +195,16 @@ def sessions_sql(gap_minutes: float = 30, max_sequence_length: int = 50,
 
 
 def user_features_sql(snapshot_date: dt.date, windows_days: Sequence[int] = (7, 30, 90),
-                      top_k: int = 5, timezone: str = "UTC", gap_minutes: float = 30) -> str:
+                      top_k: int = 5, timezone: str = "UTC", gap_minutes: float = 30,
+                      stored_sessions: str | None = None) -> str:
     """SQL for gold.user_features as of ``snapshot_date`` from the ``events`` and ``reviews``
-    views (columns in table order; ``mean_review_sentiment`` null)."""
+    views (columns in table order; ``mean_review_sentiment`` null).
+
+    With ``stored_sessions`` (a relation of ``sessions_sql`` rows over the same events), the
+    session statistics follow ``run_features``' default: a user's sessions are read from it when
+    none crosses an edge of the lookback window and their ``n_events`` add up to the user's
+    lookback events; only the other users' lookback events are sessionized. Without it, every
+    lookback event is sessionized (the rule itself)."""
     windows = sorted({int(w) for w in windows_days})
     if not windows or windows[0] < 1:
         raise ValueError(f"windows_days must be positive day counts, got {windows_days!r}")
@@ -235,6 +244,53 @@ def user_features_sql(snapshot_date: dt.date, windows_days: Sequence[int] = (7, 
             WHERE rn <= {top_k}
             GROUP BY user_id)"""
 
+    stats = """count(*) AS sessions_count,
+               avg(CAST(converted AS DOUBLE)) AS conversion_rate,
+               CAST(count_if(has_cart AND NOT converted) AS DOUBLE)
+                   / nullif(count_if(has_cart), 0) AS cart_abandonment_rate,
+               sum(CASE WHEN converted AND revenue IS NOT NULL THEN revenue END)
+                   / nullif(count_if(converted AND revenue IS NOT NULL), 0) AS avg_order_value"""
+
+    def rebuilt(source: str) -> str:
+        return f"""
+        SELECT user_id, {stats}
+        FROM (SELECT user_id, session_seq,
+                     count_if({is_purchase}) > 0 AS converted,
+                     count_if(event_type = 'cart') > 0 AS has_cart,
+                     sum(CASE WHEN {is_purchase} THEN {amount} END) AS revenue
+              FROM ({_numbered(source, gap_minutes)})
+              GROUP BY user_id, session_seq)
+        GROUP BY user_id"""
+
+    if stored_sessions is None:
+        session_stats = f"session_stats AS ({rebuilt('lookback')})"
+    else:
+        lo = f"{snap} - {lookback_days - 1}"
+        end_date = f"CAST({_local('session_end', timezone)} AS DATE)"
+        session_stats = f"""
+    stored AS (
+        SELECT user_id, sum(n_events) AS stored_events, count_if(NOT inside) AS edges, {stats}
+        FROM (SELECT user_id, n_events, revenue, n_purchases > 0 AS converted,
+                     n_carts > 0 AS has_cart,
+                     session_date >= {lo} AND {end_date} <= {snap} AS inside
+              FROM {stored_sessions}
+              WHERE session_date <= {snap} AND {end_date} >= {lo})
+        GROUP BY user_id),
+    checked AS (
+        SELECT h.user_id, s.sessions_count, s.conversion_rate, s.cart_abandonment_rate,
+               s.avg_order_value,
+               coalesce(s.edges = 0 AND s.stored_events = h.events_{lookback_days}, false)
+                   AS usable
+        FROM history h LEFT JOIN stored s ON s.user_id = h.user_id
+        WHERE h.events_{lookback_days} > 0),
+    rebuild_events AS (
+        SELECT * FROM lookback
+        WHERE user_id IN (SELECT user_id FROM checked WHERE NOT usable)),
+    session_stats AS (
+        SELECT user_id, sessions_count, conversion_rate, cart_abandonment_rate, avg_order_value
+        FROM checked WHERE usable
+        UNION ALL {rebuilt('rebuild_events')})"""
+
     def window_map(prefix: str, value_type: str) -> str:
         keys = ", ".join(str(w) for w in windows)
         if prefix == "revenue":
@@ -252,21 +308,7 @@ def user_features_sql(snapshot_date: dt.date, windows_days: Sequence[int] = (7, 
                max(CASE WHEN {is_purchase} THEN event_date END) AS last_purchase_date,
                {", ".join(per_window)}
         FROM visible GROUP BY user_id),
-    sessions AS (
-        SELECT user_id, session_seq,
-               count_if({is_purchase}) > 0 AS converted,
-               count_if(event_type = 'cart') > 0 AS has_cart,
-               sum(CASE WHEN {is_purchase} THEN {amount} END) AS revenue
-        FROM ({_numbered('lookback', gap_minutes)})
-        GROUP BY user_id, session_seq),
-    session_stats AS (
-        SELECT user_id, count(*) AS sessions_count,
-               avg(CAST(converted AS DOUBLE)) AS conversion_rate,
-               CAST(count_if(has_cart AND NOT converted) AS DOUBLE)
-                   / nullif(count_if(has_cart), 0) AS cart_abandonment_rate,
-               sum(CASE WHEN converted AND revenue IS NOT NULL THEN revenue END)
-                   / nullif(count_if(converted AND revenue IS NOT NULL), 0) AS avg_order_value
-        FROM sessions GROUP BY user_id),
+    {session_stats},
     profile AS (
         SELECT user_id,
                avg(CASE WHEN {is_purchase} THEN price END) AS mean_purchase_price,
@@ -329,9 +371,12 @@ def user_features_sql(snapshot_date: dt.date, windows_days: Sequence[int] = (7, 
 
 def write_outputs(con, out_dir: str | Path, snapshot_date: dt.date, *, gap_minutes: float = 30,
                   max_sequence_length: int = 50, windows_days: Sequence[int] = (7, 30, 90),
-                  top_k: int = 5, timezone: str = "UTC") -> dict:
+                  top_k: int = 5, timezone: str = "UTC",
+                  features_from_sessions: bool = True) -> dict:
     """Compute sessions and features and write them as Parquet (sessions partitioned by
-    ``session_date``, like the Delta table), timing each.
+    ``session_date``, like the Delta table), timing each. The features read the written sessions
+    (``features_from_sessions``, as Spark's ``run_features`` reads silver.sessions) or sessionize
+    the lookback events again.
 
     Returns:
         ``sessions_s``, ``features_s`` (wall seconds), ``sessions_cpu_s``, ``features_cpu_s``
@@ -347,7 +392,16 @@ def write_outputs(con, out_dir: str | Path, snapshot_date: dt.date, *, gap_minut
     result["sessions_s"] = time.monotonic() - t
     result["sessions_cpu_s"] = time.process_time() - c
     t, c = time.monotonic(), time.process_time()
-    features = user_features_sql(snapshot_date, windows_days, top_k, timezone, gap_minutes)
+    stored = None
+    if features_from_sessions:
+        # As run_features does by default: the session statistics read the sessions just written.
+        con.execute(f"""CREATE OR REPLACE VIEW stored_sessions AS
+                        SELECT * FROM read_parquet({_q(out / 'sessions' / '**' / '*.parquet')},
+                                                   hive_partitioning = true,
+                                                   hive_types = {{'session_date': DATE}})""")
+        stored = "stored_sessions"
+    features = user_features_sql(snapshot_date, windows_days, top_k, timezone, gap_minutes,
+                                 stored)
     con.execute(f"COPY ({features}) TO {_q(out / 'user_features.parquet')} (FORMAT parquet)")
     result["features_s"] = time.monotonic() - t
     result["features_cpu_s"] = time.process_time() - c
@@ -465,6 +519,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="DuckDB threads (default: %(default)s)")
     parser.add_argument("--memory-limit", default="6GB",
                         help="DuckDB memory_limit (default: %(default)s)")
+    parser.add_argument("--features-from-events", dest="features_from_sessions",
+                        action="store_false",
+                        help="sessionize every lookback event for the session statistics instead "
+                             "of reading the written sessions (default: read them)")
     parser.add_argument("--json-out", default="", help="write timings/counts here as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -479,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
                            gap_minutes=args.gap_minutes,
                            max_sequence_length=args.max_sequence_length,
                            windows_days=args.windows_days, top_k=args.top_k,
-                           timezone=args.timezone)
+                           timezone=args.timezone,
+                           features_from_sessions=args.features_from_sessions)
     result["total_s"] = time.monotonic() - t0
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     import duckdb

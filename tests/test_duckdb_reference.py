@@ -52,8 +52,8 @@ ref = _load_reference()
 # of one user in the same second (order by event_id: "t-10" < "t-9"), a gap of exactly 30 minutes
 # (same session) and of 30 minutes and 1 second (new session), an unpriced purchase (revenue null),
 # a padded upper-case search, a session crossing local midnight, two source session ids in one
-# session (the first non-null is kept) and a user whose only events are older than the lookback
-# window (zero sessions, default arrays).
+# session (the first non-null is kept), a user whose only events are older than the lookback
+# window (zero sessions, default arrays) and one with sessions crossing both edges of it.
 EDGE_EVENTS = [
     # (event_id, user, UTC time, type, item, category, brand, price, quantity, query[, sid])
     ("t-9", "edge1", "2026-11-08 10:00:00", "view", "iB", "books", "Quillmark", 5.0, None, None),
@@ -66,6 +66,12 @@ EDGE_EVENTS = [
     ("t-14", "edge1", "2026-11-08 15:50:00", "view", "iD", "toys", "Kiddo", None, None, None),
     ("t-15", "edge1", "2026-11-08 16:10:00", "fav", "iD", "toys", "Kiddo", None, None, None),
     ("t-16", "edge2", "2026-11-01 03:00:00", "view", "iE", "pet", None, 3.0, None, None),
+    # edge3: sessions crossing local midnight into the lookback's first day (11-04, bought
+    # before it) and out of the snapshot date (bought after it): only their parts inside count.
+    ("t-17", "edge3", "2026-11-03 15:50:00", "purchase", "iF", "pet", None, 4.0, 1, None),
+    ("t-18", "edge3", "2026-11-03 16:10:00", "cart", "iF", "pet", None, 4.0, 1, None),
+    ("t-19", "edge3", "2026-11-10 15:50:00", "cart", "iG", "pet", None, 6.0, 1, None),
+    ("t-20", "edge3", "2026-11-10 16:10:00", "purchase", "iG", "pet", None, 6.0, 1, None),
 ]
 
 
@@ -274,3 +280,18 @@ def test_the_benchmark_sql_comparison_finds_no_difference_and_catches_a_changed_
     # edge1's 10:00 session splits at the 30-minute gap: a new id, a changed row, one more session
     assert sessions["only_reference"] > 0 and sessions["differing"] > 0
     assert features.get("differing.sessions_count", 0) > 0
+
+
+def test_sessions_cross_both_edges_of_the_lookback_so_both_feature_paths_are_covered(lake_run):
+    # run_features (and the benchmark's reference) read these users' session statistics from
+    # their events and everyone else's from the stored sessions; the row-by-row comparisons above
+    # cover both only if both kinds of user exist.
+    con = reference(lake_run)
+    lo = SNAPSHOT - dt.timedelta(days=max(WINDOWS) - 1)
+    local_end = f"CAST(timezone('{TIMEZONE}', CAST(session_end AS TIMESTAMPTZ)) AS DATE)"
+    crossing = con.execute(f"""
+        SELECT count_if(session_date < DATE '{lo}' AND {local_end} >= DATE '{lo}'),
+               count_if(session_date <= DATE '{SNAPSHOT}' AND {local_end} > DATE '{SNAPSHOT}'),
+               count_if(session_date >= DATE '{lo}' AND {local_end} <= DATE '{SNAPSHOT}')
+        FROM ref_sessions""").fetchone()
+    assert all(n > 0 for n in crossing), crossing

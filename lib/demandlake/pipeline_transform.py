@@ -96,16 +96,25 @@ def run_features(spark: SparkSession, cfg: Config, snapshot_date: dt.date,
         snapshot_date: features see events with event_date <= this date only.
         sentiment: optional ``(user_id, sentiment)`` rows from the sentiment model.
 
+    The session statistics read silver.sessions (so ``run_sessions`` runs first, as in the
+    nightly pipeline) unless ``features.sessions_from_silver`` is false.
+
     Returns:
         Counts: users.
     """
     with runlog.tracked(spark, cfg, "features", snapshot_date) as run:
         events = lake.read(spark, cfg, "bronze.events").where(F.col("event_date") <= snapshot_date)
+        sessions = (lake.read(spark, cfg, "silver.sessions")
+                    if cfg.get("features.sessions_from_silver", True) else None)
+        if sessions is not None and sessions.limit(1).count() == 0:
+            sessions = None  # never sessionized: every user would be rebuilt from the events
+
         features = build_user_features(
             events, lake.read(spark, cfg, "bronze.reviews"), snapshot_date,
             windows_days=cfg.get("features.windows_days", [7, 30, 90]),
             top_k=int(cfg.get("features.top_k", 5)), timezone=_timezone(cfg),
             gap_minutes=float(cfg.get("sessions.gap_minutes", 30)), sentiment=sentiment,
+            sessions=sessions,
         )
         features = features.persist(StorageLevel.MEMORY_AND_DISK)
         try:

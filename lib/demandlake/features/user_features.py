@@ -10,8 +10,12 @@ scopes, all ending on the snapshot date (inclusive):
   stay configurable without changing the table;
 * the lookback window (the longest of ``windows_days``): sessions, conversion, cart abandonment,
   order value, price level and sensitivity, preferred categories/brands, active hours/weekdays and
-  search terms. Sessions are rebuilt here from the truncated events (not read from silver.sessions),
-  so a session running past midnight of the snapshot date never brings later events in.
+  search terms. The session statistics are those of the sessions of the truncated events, so a
+  session running past midnight of the snapshot date never brings later events in. Given
+  silver.sessions (``sessions``), they are read from it for the sessions wholly inside the window,
+  and only the users with a session crossing either edge of the window (or whose stored sessions
+  do not account for their events) are sessionized here from their truncated events: the same
+  values, without sorting every event again.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from typing import Sequence
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from demandlake.sessions import assign_sessions
+from demandlake.sessions import assign_sessions, local_date
 
 # How much one event says about a preference for its category/brand (search and
 # remove_from_cart say nothing positive).
@@ -35,6 +39,7 @@ FEATURE_COLUMNS = [
     "active_hours", "active_weekdays", "recent_search_terms", "review_count",
     "mean_review_sentiment",
 ]
+SESSION_STATS = ["sessions_count", "conversion_rate", "cart_abandonment_rate", "avg_order_value"]
 
 
 def _is(event_type: str) -> Column:
@@ -107,9 +112,10 @@ def price_sensitivity(events: DataFrame) -> DataFrame:
         "user_id", "price_sensitivity")
 
 
-def session_stats(events: DataFrame, gap_minutes: float) -> DataFrame:
-    """Per user: sessions_count, conversion_rate, cart_abandonment_rate, avg_order_value."""
-    sessions = (
+def _session_outcomes(events: DataFrame, gap_minutes: float) -> DataFrame:
+    """One row per session of ``events``: user_id, converted, has_cart, revenue (null when no
+    purchase is priced)."""
+    return (
         events.transform(assign_sessions(gap_minutes))
         .groupBy("user_id", "session_seq")
         .agg(
@@ -117,19 +123,85 @@ def session_stats(events: DataFrame, gap_minutes: float) -> DataFrame:
             (F.count_if(_is("cart")) > 0).alias("has_cart"),
             F.sum(F.when(_is("purchase"), _amount())).alias("revenue"),
         )
+        .select("user_id", "converted", "has_cart", "revenue")
     )
+
+
+def _session_aggregates() -> list[Column]:
+    """Per-user statistics over session outcome rows (``converted``, ``has_cart``, ``revenue``)."""
     converted, has_cart = F.col("converted"), F.col("has_cart")
     abandoned = has_cart & ~converted
     order_value_known = converted & F.col("revenue").isNotNull()
-    return sessions.groupBy("user_id").agg(
+    return [
         F.count(F.lit(1)).alias("sessions_count"),
         F.avg(converted.cast("double")).alias("conversion_rate"),
         F.try_divide(F.count_if(abandoned).cast("double"), F.count_if(has_cart)).alias(
             "cart_abandonment_rate"),
         F.try_divide(F.sum(F.when(order_value_known, F.col("revenue"))),
                      F.count_if(order_value_known)).alias("avg_order_value"),
-    ).select("user_id", "sessions_count", "conversion_rate", "cart_abandonment_rate",
-             "avg_order_value")
+    ]
+
+
+def _summarize_sessions(outcomes: DataFrame) -> DataFrame:
+    return outcomes.groupBy("user_id").agg(*_session_aggregates()).select("user_id", *SESSION_STATS)
+
+
+def session_stats(events: DataFrame, gap_minutes: float) -> DataFrame:
+    """Per user: sessions_count, conversion_rate, cart_abandonment_rate, avg_order_value."""
+    return _summarize_sessions(_session_outcomes(events, gap_minutes))
+
+
+def session_stats_from_sessions(sessions: DataFrame, events: DataFrame, event_counts: DataFrame,
+                                first_date: dt.date, last_date: dt.date, gap_minutes: float,
+                                timezone: str = "UTC") -> DataFrame:
+    """``session_stats(events, gap_minutes)`` for ``events`` cut to ``[first_date, last_date]``,
+    reading the sessions that lie wholly inside that range from ``sessions``.
+
+    Cutting a user's events to a date range leaves one contiguous run of them, so each session
+    inside the range is unchanged, each one crossing an edge keeps only its part inside, and no
+    session splits or joins. A user's stored sessions are used when none of them crosses an edge
+    of the range (or jumps over it) and their ``n_events`` add up to the user's events in the
+    range; every other user (an edge-crossing session, or sessions missing or stale against
+    bronze) is sessionized here from their cut events. So the result is exact wherever
+    ``sessions`` are ``sessionize`` output of the same events with the same gap and time zone, and
+    falls back to the events where they visibly are not.
+
+    Args:
+        sessions: silver.sessions rows (``user_id``, ``session_date``, ``session_end``,
+            ``n_events``, ``n_purchases``, ``n_carts``, ``revenue`` are read).
+        events: bronze events already cut to ``[first_date, last_date]`` by ``event_date``.
+        event_counts: ``user_id``, ``n_events``: each user's number of ``events`` (users with
+            none may be left out).
+        first_date, last_date: the range, inclusive, in local dates.
+        gap_minutes: the session gap ``sessions`` were built with.
+        timezone: the lake time zone (``event_date`` and ``session_date`` are local dates).
+    """
+    lo, hi = F.lit(first_date), F.lit(last_date)
+    end_date = local_date(F.col("session_end"), timezone)
+    inside = (F.col("session_date") >= lo) & (end_date <= hi)
+    # One aggregation of the stored sessions gives both each user's statistics and what decides
+    # whether they can be used.
+    stored = (
+        sessions.where((F.col("session_date") <= hi) & (end_date >= lo))
+        .select("user_id", "n_events", inside.alias("inside"),
+                (F.col("n_purchases") > 0).alias("converted"),
+                (F.col("n_carts") > 0).alias("has_cart"),
+                # silver's revenue is 0.0 for a session without purchases, null when none of
+                # its purchases is priced; only converted sessions' revenue is used.
+                "revenue")
+        .groupBy("user_id")
+        .agg(F.sum("n_events").alias("_stored_events"),
+             F.count_if(~F.col("inside")).alias("_edges"), *_session_aggregates())
+    )
+    checked = event_counts.where(F.col("n_events") > 0).join(stored, on="user_id", how="left")
+    usable = F.coalesce(
+        (F.col("_edges") == 0) & (F.col("_stored_events") == F.col("n_events")), F.lit(False))
+    rebuild_users = checked.where(~usable).select("user_id")
+    # Few users in a nightly run (sessions crossing midnight into the days after the snapshot):
+    # broadcast, so the events are filtered where they are read rather than shuffled.
+    rebuilt = _summarize_sessions(_session_outcomes(
+        events.join(F.broadcast(rebuild_users), on="user_id", how="left_semi"), gap_minutes))
+    return checked.where(usable).select("user_id", *SESSION_STATS).unionByName(rebuilt)
 
 
 def _zeros(n: int) -> Column:
@@ -145,6 +217,7 @@ def build_user_features(
     timezone: str = "UTC",
     gap_minutes: float = 30,
     sentiment: DataFrame | None = None,
+    sessions: DataFrame | None = None,
 ) -> DataFrame:
     """User features as of the end of ``snapshot_date``.
 
@@ -158,6 +231,10 @@ def build_user_features(
         gap_minutes: session inactivity gap.
         sentiment: optional ``(user_id, sentiment)`` rows from a sentiment model; their per-user
             mean is ``mean_review_sentiment`` (null without it).
+        sessions: optional silver.sessions of the same events, built with the same
+            ``gap_minutes`` and ``timezone``: the session statistics then read the sessions
+            inside the lookback window from it instead of sessionizing every event again (same
+            values; see ``session_stats_from_sessions``).
 
     Returns:
         One row per user with an event on or before ``snapshot_date``, columns ``FEATURE_COLUMNS``.
@@ -210,8 +287,17 @@ def build_user_features(
     else:
         sentiments = None
 
+    if sessions is None:
+        stats = session_stats(lookback, gap_minutes)
+    else:
+        lookback_counts = history.select(
+            "user_id", F.col(f"_events_{windows[-1]}").alias("n_events"))
+        stats = session_stats_from_sessions(
+            sessions, lookback, lookback_counts,
+            snapshot_date - dt.timedelta(days=windows[-1] - 1), snapshot_date, gap_minutes,
+            timezone)
     parts = [
-        session_stats(lookback, gap_minutes),
+        stats,
         price_sensitivity(lookback),
         top_weighted(lookback, "category", top_k).withColumnRenamed("top", "top_categories"),
         top_weighted(lookback, "brand", top_k).withColumnRenamed("top", "top_brands"),
