@@ -5,15 +5,20 @@ left behind.
 
 Each round runs every variant of the pair once, in alternating order (A B, B A, ...), so load
 drifts on a shared machine hit both alike. A variant's time is the JVM's CPU seconds and the wall
-time of one action; the report gives per-variant medians and the B/A ratio. Before timing, the
-variants' outputs are compared in full (every row; doubles within 1e-9 relative): a variant that
-changes the result is an error, not a speed-up.
+time of one action; the report gives per-variant medians and their ratios to the first variant.
+Before timing, the variants' outputs are compared in full (every row; doubles within 1e-9
+relative): a variant that changes the result is an error, not a speed-up.
 
 Pairs:
 
 * ``features``: ``build_user_features`` as ``run_features`` calls it for the lake's last event date,
-  sessionizing every event in the lookback window for the session statistics (A, ``events``)
-  against reading them from silver.sessions (B, ``silver``); into Spark's ``noop`` sink.
+  sessionizing every event in the lookback window for the session statistics (``events``)
+  against reading them from silver.sessions (``silver``), and that with Spark's sort aggregate
+  instead of the object hash aggregate for the ``collect_list`` of the top-k parts; into Spark's
+  ``noop`` sink.
+* ``sessions``: ``sessionize`` of all bronze events into ``noop`` with Spark's default object hash
+  aggregate for the per-session ``collect_list`` (A; it falls back to sorting after 128 keys a
+  task) against the sort aggregate (B, ``spark.sql.execution.useObjectHashAggregateExec=false``).
 * ``sessions_write``: ``sessionize`` of all bronze events written as a fresh Delta table partitioned
   by ``session_date`` with statistics on every column (A, the Delta default, as silver.sessions
   has them) against statistics on the columns readers filter on only (B).
@@ -44,8 +49,10 @@ from pipeline_scale import cpu_seconds, jvm_pid, machine_facts  # noqa: E402
 log = logging.getLogger("stage_ab")
 
 TOL = 1e-9
-# Columns readers of silver.sessions filter or join on (the B side of sessions_write).
-SESSION_STATS_COLUMNS = "session_id,user_id,session_start,session_end,session_date"
+SORT_AGGREGATE = {"spark.sql.execution.useObjectHashAggregateExec": "false"}
+# Columns readers of silver.sessions filter or join on (the B side of sessions_write; the
+# partition column session_date needs none).
+SESSION_STATS_COLUMNS = "session_id,user_id,session_start,session_end"
 
 
 def _same(a, b) -> bool:
@@ -72,6 +79,7 @@ def features_pair(spark, cfg, last_day: dt.date) -> tuple[dict[str, Callable], C
 
     from demandlake import lake
     from demandlake.features.user_features import build_user_features
+    from demandlake.spark import temporary_conf
 
     events = lake.read(spark, cfg, "bronze.events").where(F.col("event_date") <= last_day)
     reviews = lake.read(spark, cfg, "bronze.reviews")
@@ -84,14 +92,25 @@ def features_pair(spark, cfg, last_day: dt.date) -> tuple[dict[str, Callable], C
             gap_minutes=float(cfg.get("sessions.gap_minutes", 30)),
             sessions=sessions if from_silver else None)
 
+    def noop(from_silver: bool, settings: dict[str, str] | None = None) -> None:
+        with temporary_conf(spark, settings or {}):
+            build(from_silver).write.format("noop").mode("overwrite").save()
+
     variants = {
-        "events": lambda: build(False).write.format("noop").mode("overwrite").save(),
-        "silver": lambda: build(True).write.format("noop").mode("overwrite").save(),
+        "events": lambda: noop(False),
+        "silver": lambda: noop(True),
+        "silver, sort aggregate": lambda: noop(True, SORT_AGGREGATE),
     }
     def rows(df):  # maps as JSON text: comparable whatever their entries' order
         return df.select([F.to_json(F.col(c)).alias(c) if c.endswith("_window") else F.col(c)
                           for c in df.columns])
-    return variants, lambda: differing_rows(rows(build(False)), rows(build(True)), "user_id")
+    def check() -> int:
+        base = rows(build(False))
+        with temporary_conf(spark, SORT_AGGREGATE):
+            sorted_agg = differing_rows(base, rows(build(True)), "user_id")
+        return differing_rows(base, rows(build(True)), "user_id") + sorted_agg
+
+    return variants, check
 
 
 def sessions_write_pair(spark, cfg, scratch: Path) -> tuple[dict[str, Callable], Callable[[], int]]:
@@ -128,11 +147,33 @@ def sessions_write_pair(spark, cfg, scratch: Path) -> tuple[dict[str, Callable],
     return variants, check
 
 
+def sessions_pair(spark, cfg) -> tuple[dict[str, Callable], Callable[[], int]]:
+    from demandlake import lake
+    from demandlake.sessions import sessionize
+
+    sessions = lake.read(spark, cfg, "bronze.events").transform(sessionize(
+        float(cfg.get("sessions.gap_minutes", 30)),
+        int(cfg.get("sessions.max_sequence_length", 50)), cfg.get("lake.timezone", "UTC")))
+    from demandlake.spark import temporary_conf
+
+    def run(object_hash: bool, action=lambda df: df.write.format("noop").mode("overwrite").save()):
+        with temporary_conf(spark, {} if object_hash else SORT_AGGREGATE):
+            return action(sessions)
+
+    def check() -> int:
+        a = run(True, lambda df: df.localCheckpoint())
+        b = run(False, lambda df: df.localCheckpoint())
+        return a.exceptAll(b).count() + b.exceptAll(a).count()
+
+    return {"object-hash": lambda: run(True), "sort-aggregate": lambda: run(False)}, check
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A/B of a stage's alternatives on a bench lake.")
     parser.add_argument("--size", type=int, default=5_000_000,
                         help="the pipeline_scale size whose lake is used (default: %(default)s)")
-    parser.add_argument("--pair", choices=["features", "sessions_write"], required=True)
+    parser.add_argument("--pair", choices=["features", "sessions", "sessions_write"],
+                        required=True)
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds (default: %(default)s)")
     parser.add_argument("--cache", default="/tmp/demandlake-bench",
                         help="pipeline_scale's cache folder (default: %(default)s)")
@@ -161,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     scratch = cache / "stage_ab_scratch"
     if args.pair == "features":
         variants, check = features_pair(spark, cfg, last_day)
+    elif args.pair == "sessions":
+        variants, check = sessions_pair(spark, cfg)
     else:
         variants, check = sessions_write_pair(spark, cfg, scratch)
     names = list(variants)
@@ -183,12 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     def median(name: str, field: str) -> float:
         return statistics.median(x[field] for x in runs[name])
 
-    a, b = names
+    a = names[0]
     result = {
         "size": args.size, "pair": args.pair, "variants": names, "runs": runs,
-        "median": {n: {f: median(n, f) for f in ("wall_s", "jvm_cpu_s")} for n in names},
-        "ratio_b_over_a": {f: round(median(b, f) / median(a, f), 3)
-                           for f in ("wall_s", "jvm_cpu_s")},
+        "median": {n: {f: round(median(n, f), 1) for f in ("wall_s", "jvm_cpu_s")}
+                   for n in names},
+        "ratio_to_first": {n: {f: round(median(n, f) / median(a, f), 3)
+                               for f in ("wall_s", "jvm_cpu_s")} for n in names[1:]},
         "differing_rows": differing, "last_day": str(last_day),
         "load_start": load_start, "load_end": os.getloadavg()[0],
         "machine": machine_facts(), "written": dt.datetime.now().isoformat(timespec="minutes"),
@@ -199,12 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     saved = json.loads(store.read_text()) if store.exists() else {}
     saved[f"{args.pair}-{args.size}"] = result
     store.write_text(json.dumps(saved, indent=2, default=str) + "\n")
-    print(f"| {args.pair} at {args.size:,} events | wall s (median) | JVM CPU s (median) |")
-    print("|---|---|---|")
+    print(f"| {args.pair} at {args.size:,} events | wall s (median) | JVM CPU s (median) "
+          f"| wall / {a} | CPU / {a} |")
+    print("|---|---:|---:|---:|---:|")
     for n in names:
-        print(f"| {n} | {result['median'][n]['wall_s']} | {result['median'][n]['jvm_cpu_s']} |")
-    print(f"| {b} / {a} | {result['ratio_b_over_a']['wall_s']} | "
-          f"{result['ratio_b_over_a']['jvm_cpu_s']} |")
+        r = result["ratio_to_first"].get(n, {"wall_s": 1.0, "jvm_cpu_s": 1.0})
+        print(f"| {n} | {result['median'][n]['wall_s']} | {result['median'][n]['jvm_cpu_s']} "
+              f"| {r['wall_s']:.3f} | {r['jvm_cpu_s']:.3f} |")
     return 0
 
 

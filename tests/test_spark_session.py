@@ -32,3 +32,21 @@ def test_a_plain_python_udf_over_a_parquet_scan_finishes(spark, tmp_path):
                              "(spark.sql.execution.pythonUDF.arrow.enabled must be false)")
     assert spark.conf.get("spark.sql.execution.pythonUDF.arrow.enabled") == "false"
     assert got["sum"] == sum(range(1, 201))
+
+
+def test_temporary_conf_applies_inside_the_block_and_restores_or_unsets_after(spark):
+    import pytest
+
+    from demandlake.spark import temporary_conf
+
+    key, unset = "spark.sql.execution.useObjectHashAggregateExec", "spark.demandlake.test.unset"
+    spark.conf.set(key, "true")
+    with pytest.raises(RuntimeError):
+        with temporary_conf(spark, {key: "false", unset: "1"}):
+            assert spark.conf.get(key) == "false" and spark.conf.get(unset) == "1"
+            rows = spark.range(300).groupBy((F.col("id") % 200).alias("k")).agg(
+                F.collect_list("id").alias("ids"))
+            assert "SortAggregate" in rows._jdf.queryExecution().executedPlan().toString()
+            raise RuntimeError("the block fails: settings are restored all the same")
+    assert spark.conf.get(key) == "true"
+    assert spark.conf.get(unset, None) is None

@@ -21,7 +21,6 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from typing import Iterator
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -35,6 +34,7 @@ from demandlake.scoring import recommendations as rc
 from demandlake.scoring import segments as sg
 from demandlake.scoring import sentiment as st
 from demandlake.scoring import serving, udfs
+from demandlake.spark import temporary_conf
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +46,9 @@ def _date_sql(d: dt.date) -> str:
     return f"DATE'{d.isoformat()}'"
 
 
-@contextlib.contextmanager
-def _arrow_batch(spark: SparkSession, rows: int) -> Iterator[None]:
+def _arrow_batch(spark: SparkSession, rows: int) -> contextlib.AbstractContextManager[None]:
     """Arrow batches of ``rows`` records into the pandas UDFs while the stage runs."""
-    previous = spark.conf.get(ARROW_BATCH, None)
-    spark.conf.set(ARROW_BATCH, str(int(rows)))
-    try:
-        yield
-    finally:
-        if previous is None:
-            spark.conf.unset(ARROW_BATCH)
-        else:
-            spark.conf.set(ARROW_BATCH, previous)
+    return temporary_conf(spark, {ARROW_BATCH: str(int(rows))})
 
 
 class _Phases:

@@ -31,10 +31,16 @@ from demandlake.features.sequences import (
 )
 from demandlake.features.user_features import build_user_features
 from demandlake.sessions import sessionize
+from demandlake.spark import temporary_conf
 
 log = logging.getLogger(__name__)
 
 DAY = dt.timedelta(days=1)
+# sessionize collects each session's events (collect_list of structs). Spark's default object
+# hash aggregate for that falls back to sorting after 128 keys a task; the sort aggregate, which
+# sorts once, spends 11% less CPU on sessionize at 5M events (bench/stage_ab.py --pair sessions,
+# docs/BENCHMARKS.md), with the same sessions. Scoped to the sessions stage's queries.
+SESSIONIZE_CONF = {"spark.sql.execution.useObjectHashAggregateExec": "false"}
 TRAINING_SPLITS_PREDICATE = "split IN (" + ", ".join(f"'{s}'" for s in SPLITS) + ")"
 
 
@@ -61,7 +67,8 @@ def run_sessions(spark: SparkSession, cfg: Config, run_date: dt.date,
     """
     transform = sessionize(float(cfg.get("sessions.gap_minutes", 30)),
                            int(cfg.get("sessions.max_sequence_length", 50)), _timezone(cfg))
-    with runlog.tracked(spark, cfg, "sessions", run_date) as run:
+    with runlog.tracked(spark, cfg, "sessions", run_date) as run, \
+            temporary_conf(spark, SESSIONIZE_CONF):
         events = lake.read(spark, cfg, "bronze.events")
         current = lake.read(spark, cfg, "silver.sessions")
         if full or current.limit(1).count() == 0:

@@ -11,6 +11,7 @@ so that no network is needed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import glob
 import importlib.metadata
@@ -20,6 +21,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Iterator, Mapping
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
@@ -143,6 +145,23 @@ def clear_interrupted_metastore(path: Path | None, min_age_s: float = 2.0) -> bo
                 "service.properties); the tables are registered again from their locations", path)
     shutil.rmtree(path)
     return True
+
+
+@contextlib.contextmanager
+def temporary_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
+    """Set runtime SQL settings for the queries run inside the block, then restore (or unset)
+    each one as it was."""
+    previous = {k: spark.conf.get(k, None) for k in settings}
+    for k, v in settings.items():
+        spark.conf.set(k, str(v))
+    try:
+        yield
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)
 
 
 def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
