@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 
 from demandlake import lake, schemas
 from demandlake.features.user_features import build_user_features
-from demandlake.pipeline_transform import run_features
+from demandlake.pipeline_transform import run_features, run_sessions
 
 UTC = dt.timezone.utc
 SNAPSHOT = dt.date(2024, 3, 10)
@@ -107,6 +107,30 @@ def test_events_after_the_snapshot_change_nothing_in_a_recomputed_snapshot(spark
 
     assert first == second == {"users": 2}
     assert after == before
+
+
+def test_a_snapshot_read_from_silver_sessions_ignores_a_session_growing_past_its_midnight(
+        spark, cfg):
+    cfg = cfg.with_overrides({"features.windows_days": [2, 10], "features.top_k": 2})
+    late_night = [ev("x1", "x", "2024-03-10 23:50:00", "cart", "i1", "c1", 10.0)]
+    load_bronze(spark, cfg, EVENTS + late_night)
+    run_sessions(spark, cfg, SNAPSHOT, full=True)
+    first = run_features(spark, cfg, SNAPSHOT)
+    before = sorted(lake.read(spark, cfg, "gold.user_features").collect())
+
+    # x's session goes on past midnight with a purchase; silver.sessions now holds it whole.
+    load_bronze(spark, cfg, [ev("x2", "x", "2024-03-11 00:10:00", "purchase", "i1", "c1", 10.0)],
+                [])
+    run_sessions(spark, cfg, SNAPSHOT + dt.timedelta(days=1))
+    stored = lake.read(spark, cfg, "silver.sessions").where(F.col("user_id") == "x").collect()
+    assert [(s["n_events"], s["converted"]) for s in stored] == [(2, True)]
+    second = run_features(spark, cfg, SNAPSHOT)
+    after = sorted(lake.read(spark, cfg, "gold.user_features").collect())
+
+    assert first == second == {"users": 3}
+    assert after == before
+    x = next(r for r in after if r["user_id"] == "x")
+    assert (x["sessions_count"], x["conversion_rate"], x["cart_abandonment_rate"]) == (1, 0.0, 1.0)
 
 
 def test_a_conversion_rate_outside_zero_to_one_is_rejected_by_the_table(spark, cfg):
