@@ -15,10 +15,12 @@ outputs in full (every row, every column; doubles within 1e-9 relative).
 
 Results accumulate in ``<cache>/pipeline_scale.json`` (one entry per size, the latest run wins),
 seeded with any size only the raw results kept in docs/results/ have; the table of all of them
-replaces the generated section of docs/BENCHMARKS.md (``--doc``). ``--reuse-ingest`` keeps a size's
-lake and bronze tables from its last run (and that run's ingest row, and its example stages' rows
-with ``--no-examples``) and reruns the stages after ingest: the way to re-measure sessions and features after a change without 17 minutes of ingest
-at 20M events.
+replaces the generated section of docs/BENCHMARKS.md (``--doc``).
+
+``--reuse-ingest`` keeps a size's lake and bronze tables from its last run (and that run's ingest
+row, and its example stages' rows with ``--no-examples``) and reruns the stages after ingest: the
+way to re-measure sessions and features after a change without 17 minutes of ingest at 20M
+events. ``bench/stage_ab.py`` A/B-tests a stage's variants on the lake such a run leaves.
 """
 from __future__ import annotations
 
