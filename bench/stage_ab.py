@@ -46,10 +46,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from pipeline_scale import cpu_seconds, jvm_pid, machine_facts  # noqa: E402
 
+# The setting run_sessions applies (the sessions pair's B side), imported, not restated.
+from demandlake.pipeline_transform import SESSIONIZE_CONF as SORT_AGGREGATE  # noqa: E402
+
 log = logging.getLogger("stage_ab")
 
 TOL = 1e-9
-SORT_AGGREGATE = {"spark.sql.execution.useObjectHashAggregateExec": "false"}
 # Columns readers of silver.sessions filter or join on (the B side of sessions_write; the
 # partition column session_date needs none).
 SESSION_STATS_COLUMNS = "session_id,user_id,session_start,session_end"
@@ -61,12 +63,15 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def differing_rows(a, b, key: str) -> int:
-    """Rows of two DataFrames with the same columns that differ (by ``key``; doubles within
-    ``TOL``), counting rows present on one side only."""
-    cols = [c for c in a.columns if c != key]
-    left = {r[key]: r for r in a.collect()}
-    right = {r[key]: r for r in b.collect()}
+def by_key(df, key: str) -> dict:
+    return {r[key]: r for r in df.collect()}
+
+
+def differing_rows(left: dict, b, key: str) -> int:
+    """Rows of a DataFrame that differ from ``left`` (rows by ``key``, as ``by_key`` gives; doubles
+    within ``TOL``), counting rows present on one side only."""
+    right = by_key(b, key)
+    cols = [c for c in b.columns if c != key]
     bad = len(left.keys() ^ right.keys())
     for k in left.keys() & right.keys():
         if not all(_same(left[k][c], right[k][c]) for c in cols):
@@ -101,11 +106,13 @@ def features_pair(spark, cfg, last_day: dt.date) -> tuple[dict[str, Callable], C
         "silver": lambda: noop(True),
         "silver, sort aggregate": lambda: noop(True, SORT_AGGREGATE),
     }
+
     def rows(df):  # maps as JSON text: comparable whatever their entries' order
         return df.select([F.to_json(F.col(c)).alias(c) if c.endswith("_window") else F.col(c)
                           for c in df.columns])
+
     def check() -> int:
-        base = rows(build(False))
+        base = by_key(rows(build(False)), "user_id")
         with temporary_conf(spark, SORT_AGGREGATE):
             sorted_agg = differing_rows(base, rows(build(True)), "user_id")
         return differing_rows(base, rows(build(True)), "user_id") + sorted_agg
@@ -113,15 +120,22 @@ def features_pair(spark, cfg, last_day: dt.date) -> tuple[dict[str, Callable], C
     return variants, check
 
 
+def _sessionized(spark, cfg):
+    """All bronze events through ``sessionize`` with the run's settings (as ``run_sessions``)."""
+    from demandlake import lake
+    from demandlake.sessions import sessionize
+
+    return lake.read(spark, cfg, "bronze.events").transform(sessionize(
+        float(cfg.get("sessions.gap_minutes", 30)),
+        int(cfg.get("sessions.max_sequence_length", 50)), cfg.get("lake.timezone", "UTC")))
+
+
 def sessions_write_pair(spark, cfg, scratch: Path) -> tuple[dict[str, Callable], Callable[[], int]]:
     from delta.tables import DeltaTable
 
     from demandlake import lake
-    from demandlake.sessions import sessionize
 
-    sessions = lake.read(spark, cfg, "bronze.events").transform(sessionize(
-        float(cfg.get("sessions.gap_minutes", 30)),
-        int(cfg.get("sessions.max_sequence_length", 50)), cfg.get("lake.timezone", "UTC")))
+    sessions = _sessionized(spark, cfg)
     schema = lake.read(spark, cfg, "silver.sessions").schema
 
     def write(name: str, stats_columns: str | None):
@@ -148,13 +162,9 @@ def sessions_write_pair(spark, cfg, scratch: Path) -> tuple[dict[str, Callable],
 
 
 def sessions_pair(spark, cfg) -> tuple[dict[str, Callable], Callable[[], int]]:
-    from demandlake import lake
-    from demandlake.sessions import sessionize
-
-    sessions = lake.read(spark, cfg, "bronze.events").transform(sessionize(
-        float(cfg.get("sessions.gap_minutes", 30)),
-        int(cfg.get("sessions.max_sequence_length", 50)), cfg.get("lake.timezone", "UTC")))
     from demandlake.spark import temporary_conf
+
+    sessions = _sessionized(spark, cfg)
 
     def run(object_hash: bool, action=lambda df: df.write.format("noop").mode("overwrite").save()):
         with temporary_conf(spark, {} if object_hash else SORT_AGGREGATE):
