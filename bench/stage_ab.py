@@ -16,9 +16,18 @@ Pairs:
   against reading them from silver.sessions (``silver``), and that with Spark's sort aggregate
   instead of the object hash aggregate for the ``collect_list`` of the top-k parts; into Spark's
   ``noop`` sink.
+* ``features_rev``: ``build_user_features`` at a git revision (``--rev``, default ``HEAD``)
+  against the working tree's, both as ``run_features`` calls them; into ``noop``. For a change
+  inside the features transform that has no switch of its own.
+* ``features_parts``: a profile rather than an A/B: the whole features build and each of its
+  lookback parts alone into ``noop`` (the ratios are each part's cost against the whole).
 * ``sessions``: ``sessionize`` of all bronze events into ``noop`` with Spark's default object hash
   aggregate for the per-session ``collect_list`` (A; it falls back to sorting after 128 keys a
-  task) against the sort aggregate (B, ``spark.sql.execution.useObjectHashAggregateExec=false``).
+  task) against the sort aggregate (B, ``spark.sql.execution.useObjectHashAggregateExec=false``),
+  and that with Spark's radix sort off (C, ``spark.sql.sort.enableRadixSort=false``: TimSort,
+  which is fast on the aggregate's already sorted input).
+* ``sessions_rev``: ``sessionize`` at a git revision (``--rev``) against the working tree's, with
+  run_sessions' Spark settings; into ``noop``.
 * ``sessions_write``: ``sessionize`` of all bronze events written as a fresh Delta table partitioned
   by ``session_date`` with statistics on every column (A, the Delta default, as silver.sessions
   has them) against statistics on the columns readers filter on only (B).
@@ -36,6 +45,7 @@ import os
 import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -79,27 +89,44 @@ def differing_rows(left: dict, b, key: str) -> int:
     return bad
 
 
-def features_pair(spark, cfg, last_day: dt.date) -> tuple[dict[str, Callable], Callable[[], int]]:
+def _features_inputs(spark, cfg, last_day: dt.date):
+    """bronze.events up to ``last_day``, bronze.reviews and silver.sessions, as run_features reads
+    them."""
     from pyspark.sql import functions as F
 
     from demandlake import lake
+
+    return (lake.read(spark, cfg, "bronze.events").where(F.col("event_date") <= last_day),
+            lake.read(spark, cfg, "bronze.reviews"), lake.read(spark, cfg, "silver.sessions"))
+
+
+def _feature_rows(df):
+    """Features with their maps as JSON text: comparable whatever their entries' order."""
+    from pyspark.sql import functions as F
+
+    return df.select([F.to_json(F.col(c)).alias(c) if c.endswith("_window") else F.col(c)
+                      for c in df.columns])
+
+
+def _noop(df) -> None:
+    df.write.format("noop").mode("overwrite").save()
+
+
+def features_pair(spark, cfg, last_day: dt.date) -> tuple[dict[str, Callable], Callable[[], int]]:
     from demandlake.features.user_features import build_user_features
+    from demandlake.pipeline_transform import features_kwargs
     from demandlake.spark import temporary_conf
 
-    events = lake.read(spark, cfg, "bronze.events").where(F.col("event_date") <= last_day)
-    reviews = lake.read(spark, cfg, "bronze.reviews")
-    sessions = lake.read(spark, cfg, "silver.sessions")
+    events, reviews, sessions = _features_inputs(spark, cfg, last_day)
 
     def build(from_silver: bool):
-        return build_user_features(
-            events, reviews, last_day, windows_days=cfg.get("features.windows_days", [7, 30, 90]),
-            top_k=int(cfg.get("features.top_k", 5)), timezone=cfg.get("lake.timezone", "UTC"),
-            gap_minutes=float(cfg.get("sessions.gap_minutes", 30)),
-            sessions=sessions if from_silver else None)
+        return build_user_features(events, reviews, last_day,
+                                   sessions=sessions if from_silver else None,
+                                   **features_kwargs(cfg))
 
     def noop(from_silver: bool, settings: dict[str, str] | None = None) -> None:
         with temporary_conf(spark, settings or {}):
-            build(from_silver).write.format("noop").mode("overwrite").save()
+            _noop(build(from_silver))
 
     variants = {
         "events": lambda: noop(False),
@@ -107,17 +134,84 @@ def features_pair(spark, cfg, last_day: dt.date) -> tuple[dict[str, Callable], C
         "silver, sort aggregate": lambda: noop(True, SORT_AGGREGATE),
     }
 
-    def rows(df):  # maps as JSON text: comparable whatever their entries' order
-        return df.select([F.to_json(F.col(c)).alias(c) if c.endswith("_window") else F.col(c)
-                          for c in df.columns])
-
     def check() -> int:
-        base = by_key(rows(build(False)), "user_id")
+        base = by_key(_feature_rows(build(False)), "user_id")
         with temporary_conf(spark, SORT_AGGREGATE):
-            sorted_agg = differing_rows(base, rows(build(True)), "user_id")
-        return differing_rows(base, rows(build(True)), "user_id") + sorted_agg
+            sorted_agg = differing_rows(base, _feature_rows(build(True)), "user_id")
+        return differing_rows(base, _feature_rows(build(True)), "user_id") + sorted_agg
 
     return variants, check
+
+
+def module_at(rev: str, relpath: str, scratch: Path):
+    """The module at ``lib/<relpath>`` as it was at git revision ``rev``, loaded as a separate
+    module (its own imports resolve to the working tree's package)."""
+    import importlib.util
+
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:lib/{relpath}"],
+                            check=True, capture_output=True, text=True).stdout
+    scratch.mkdir(parents=True, exist_ok=True)
+    name = "at_rev_" + Path(relpath).stem
+    path = scratch / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def features_rev_pair(spark, cfg, last_day: dt.date, rev: str,
+                      scratch: Path) -> tuple[dict[str, Callable], Callable[[], int]]:
+    """``build_user_features`` at git revision ``rev`` (A) against the working tree's (B), both
+    as run_features calls them (session statistics from silver.sessions unless the config says
+    otherwise)."""
+    from demandlake.features import user_features
+    from demandlake.pipeline_transform import features_kwargs
+
+    old = module_at(rev, "demandlake/features/user_features.py", scratch)
+    events, reviews, sessions = _features_inputs(spark, cfg, last_day)
+    if not cfg.get("features.sessions_from_silver", True):
+        sessions = None
+
+    def build(module):
+        return module.build_user_features(events, reviews, last_day, sessions=sessions,
+                                          **features_kwargs(cfg))
+
+    def check() -> int:
+        return differing_rows(by_key(_feature_rows(build(old)), "user_id"),
+                              _feature_rows(build(user_features)), "user_id")
+
+    return {f"at {rev}": lambda: _noop(build(old)),
+            "working tree": lambda: _noop(build(user_features))}, check
+
+
+def features_parts(spark, cfg, last_day: dt.date) -> tuple[dict[str, Callable], Callable[[], int]]:
+    """A profile, not an A/B: the whole ``build_user_features`` (from silver, as run_features) and
+    its lookback parts each alone into ``noop``, so the ratios say what share each part costs
+    when planned by itself. The parts are not alternatives, so there is nothing to compare."""
+    from pyspark.sql import functions as F
+
+    from demandlake.features import user_features as uf
+    from demandlake.pipeline_transform import features_kwargs
+
+    events, reviews, sessions = _features_inputs(spark, cfg, last_day)
+    kwargs = features_kwargs(cfg)
+    lookback_days = max(int(w) for w in kwargs["windows_days"])
+    lookback = events.where(F.col("event_date") > F.date_sub(F.lit(last_day), lookback_days))
+    weights = (lookback.where(F.col("category").isNotNull())
+               .groupBy("user_id", "category").agg(F.sum(uf._interest_weight()).alias("w")))
+    variants = {
+        "whole": lambda: _noop(uf.build_user_features(events, reviews, last_day,
+                                                      sessions=sessions, **kwargs)),
+        "top categories": lambda: _noop(uf.top_weighted(lookback, "category", kwargs["top_k"])),
+        "top brands": lambda: _noop(uf.top_weighted(lookback, "brand", kwargs["top_k"])),
+        "category weights only": lambda: _noop(weights),
+        "price sensitivity": lambda: _noop(uf.price_sensitivity(lookback)),
+        "search terms": lambda: _noop(uf.recent_search_terms(lookback, kwargs["top_k"])),
+        "lookback scan": lambda: _noop(lookback.select("user_id", "event_type", "category",
+                                                       "brand", "price")),
+    }
+    return variants, lambda: 0
 
 
 def _sessionized(spark, cfg):
@@ -161,29 +255,69 @@ def sessions_write_pair(spark, cfg, scratch: Path) -> tuple[dict[str, Callable],
     return variants, check
 
 
+# Spark's sort falls back from radix sort to TimSort, which is adaptive: the aggregate's sort
+# by (user_id, session_seq) gets rows the window left sorted by (user_id, event_ts).
+NO_RADIX_SORT = {**SORT_AGGREGATE, "spark.sql.sort.enableRadixSort": "false"}
+
+
 def sessions_pair(spark, cfg) -> tuple[dict[str, Callable], Callable[[], int]]:
     from demandlake.spark import temporary_conf
 
     sessions = _sessionized(spark, cfg)
+    settings = {"object-hash": {}, "sort-aggregate": SORT_AGGREGATE,
+                "sort-aggregate, no radix sort": NO_RADIX_SORT}
 
-    def run(object_hash: bool, action=lambda df: df.write.format("noop").mode("overwrite").save()):
-        with temporary_conf(spark, {} if object_hash else SORT_AGGREGATE):
+    def run(name: str, action=_noop):
+        with temporary_conf(spark, settings[name]):
             return action(sessions)
 
     def check() -> int:
-        a = run(True, lambda df: df.localCheckpoint())
-        b = run(False, lambda df: df.localCheckpoint())
+        first, *others = settings
+        a = run(first, lambda df: df.localCheckpoint())
+        bad = 0
+        for name in others:
+            b = run(name, lambda df: df.localCheckpoint())
+            bad += a.exceptAll(b).count() + b.exceptAll(a).count()
+        return bad
+
+    return {name: (lambda name=name: run(name)) for name in settings}, check
+
+
+def sessions_rev_pair(spark, cfg, rev: str,
+                      scratch: Path) -> tuple[dict[str, Callable], Callable[[], int]]:
+    """``sessionize`` of all bronze events at git revision ``rev`` (A) against the working
+    tree's (B), both with run_sessions' settings and Spark conf; into ``noop``."""
+    from demandlake import lake, sessions as current
+    from demandlake.spark import temporary_conf
+
+    old = module_at(rev, "demandlake/sessions.py", scratch)
+    events = lake.read(spark, cfg, "bronze.events")
+
+    def run(module, action=_noop):
+        with temporary_conf(spark, SORT_AGGREGATE):
+            return action(events.transform(module.sessionize(
+                float(cfg.get("sessions.gap_minutes", 30)),
+                int(cfg.get("sessions.max_sequence_length", 50)),
+                cfg.get("lake.timezone", "UTC"))))
+
+    def check() -> int:
+        a = run(old, lambda df: df.localCheckpoint())
+        b = run(current, lambda df: df.localCheckpoint())
         return a.exceptAll(b).count() + b.exceptAll(a).count()
 
-    return {"object-hash": lambda: run(True), "sort-aggregate": lambda: run(False)}, check
+    return {f"at {rev}": lambda: run(old), "working tree": lambda: run(current)}, check
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A/B of a stage's alternatives on a bench lake.")
     parser.add_argument("--size", type=int, default=5_000_000,
                         help="the pipeline_scale size whose lake is used (default: %(default)s)")
-    parser.add_argument("--pair", choices=["features", "sessions", "sessions_write"],
-                        required=True)
+    parser.add_argument("--pair", required=True,
+                        choices=["features", "features_rev", "features_parts", "sessions",
+                                 "sessions_rev", "sessions_write"])
+    parser.add_argument("--rev", default="HEAD",
+                        help="features_rev, sessions_rev: the git revision to compare the "
+                             "working tree with (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds (default: %(default)s)")
     parser.add_argument("--cache", default="/tmp/demandlake-bench",
                         help="pipeline_scale's cache folder (default: %(default)s)")
@@ -212,8 +346,14 @@ def main(argv: list[str] | None = None) -> int:
     scratch = cache / "stage_ab_scratch"
     if args.pair == "features":
         variants, check = features_pair(spark, cfg, last_day)
+    elif args.pair == "features_parts":
+        variants, check = features_parts(spark, cfg, last_day)
+    elif args.pair == "features_rev":
+        variants, check = features_rev_pair(spark, cfg, last_day, args.rev, scratch)
     elif args.pair == "sessions":
         variants, check = sessions_pair(spark, cfg)
+    elif args.pair == "sessions_rev":
+        variants, check = sessions_rev_pair(spark, cfg, args.rev, scratch)
     else:
         variants, check = sessions_write_pair(spark, cfg, scratch)
     names = list(variants)
@@ -244,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_to_first": {n: {f: round(median(n, f) / median(a, f), 3)
                                for f in ("wall_s", "jvm_cpu_s")} for n in names[1:]},
         "differing_rows": differing, "last_day": str(last_day),
+        **({"rev": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.rev],
+                                  check=True, capture_output=True, text=True).stdout.strip()}
+           if args.pair.endswith("_rev") else {}),
         "load_start": load_start, "load_end": os.getloadavg()[0],
         "machine": machine_facts(), "written": dt.datetime.now().isoformat(timespec="minutes"),
         "command": "python bench/stage_ab.py " + shlex.join(sys.argv[1:] if argv is None else argv),

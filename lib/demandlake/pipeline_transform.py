@@ -95,6 +95,13 @@ def run_sessions(spark: SparkSession, cfg: Config, run_date: dt.date,
         return counts
 
 
+def features_kwargs(cfg: Config) -> dict:
+    """``build_user_features``' settings from the config (windows, top-k, time zone, gap)."""
+    return {"windows_days": cfg.get("features.windows_days", [7, 30, 90]),
+            "top_k": int(cfg.get("features.top_k", 5)), "timezone": _timezone(cfg),
+            "gap_minutes": float(cfg.get("sessions.gap_minutes", 30))}
+
+
 def run_features(spark: SparkSession, cfg: Config, snapshot_date: dt.date,
                  sentiment: DataFrame | None = None) -> dict[str, int]:
     """Recompute gold.user_features for one snapshot date (replaces exactly that partition).
@@ -118,11 +125,7 @@ def run_features(spark: SparkSession, cfg: Config, snapshot_date: dt.date,
 
         features = build_user_features(
             events, lake.read(spark, cfg, "bronze.reviews"), snapshot_date,
-            windows_days=cfg.get("features.windows_days", [7, 30, 90]),
-            top_k=int(cfg.get("features.top_k", 5)), timezone=_timezone(cfg),
-            gap_minutes=float(cfg.get("sessions.gap_minutes", 30)), sentiment=sentiment,
-            sessions=sessions,
-        )
+            sentiment=sentiment, sessions=sessions, **features_kwargs(cfg))
         features = features.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             checks = quality.gate(spark, cfg, "gold.user_features", features, snapshot_date,
