@@ -32,7 +32,8 @@ Pairs:
   by ``session_date`` with statistics on every column (A, the Delta default, as silver.sessions
   has them) against statistics on the columns readers filter on only (B).
 
-Results go to ``<cache>/stage_ab.json`` (one entry per size and pair) and are printed as a table.
+Results go to ``<cache>/stage_ab.json`` (one entry per size and pair, and revision for the ``_rev``
+pairs) and are printed as a table.
 """
 from __future__ import annotations
 
@@ -394,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     spark.stop()
     store = cache / "stage_ab.json"
     saved = json.loads(store.read_text()) if store.exists() else {}
-    saved[f"{args.pair}-{args.size}"] = result
+    saved[f"{args.pair}-{args.size}" + (f"-{result['rev']}" if "rev" in result else "")] = result
     store.write_text(json.dumps(saved, indent=2, default=str) + "\n")
     print(f"| {args.pair} at {args.size:,} events | wall s (median) | JVM CPU s (median) "
           f"| wall / {a} | CPU / {a} |")

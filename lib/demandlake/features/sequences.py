@@ -286,7 +286,7 @@ def build_examples(
         F.when(is_purchase, F.col("price") * F.coalesce(F.col("quantity"), F.lit(1)))
         .alias("amount"),
     )
-    histories = coded.groupBy("user_id").agg(F.array_sort(F.collect_list(event)).alias("_events"))
+    histories = coded.groupBy("user_id").agg(F.sort_array(F.collect_list(event)).alias("_events"))
     cutoff = F.col("cutoff_date")
     before = F.filter("_events", lambda e: e["date"] < cutoff)
     candidates = (

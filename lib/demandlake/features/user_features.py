@@ -71,9 +71,10 @@ def top_weighted(events: DataFrame, key: str, top_k: int) -> DataFrame:
         .where(F.col("w") > 0)
     )
     # Sorting each user's (small) list beats a window over all rows: no sort of the events.
+    # (sort_array rather than array_sort: see sessions.sessionize.)
     # Ascending (-w, name) is weight desc, then name asc.
     collected = weighted.groupBy("user_id").agg(
-        F.array_sort(F.collect_list(F.struct((-F.col("w")).alias("neg_w"), "name"))).alias("_all"),
+        F.sort_array(F.collect_list(F.struct((-F.col("w")).alias("neg_w"), "name"))).alias("_all"),
         F.sum("w").alias("_total"),
     )
     return collected.select(
@@ -96,7 +97,7 @@ def recent_search_terms(events: DataFrame, top_k: int) -> DataFrame:
     # Newest first, ties by term: ascending (-last_ts, term) within each user's list.
     newest_first = F.struct((-F.unix_micros("last_ts")).alias("neg_ts"), "term")
     collected = terms.groupBy("user_id").agg(
-        F.array_sort(F.collect_list(newest_first)).alias("_terms"))
+        F.sort_array(F.collect_list(newest_first)).alias("_terms"))
     return collected.select(
         "user_id", F.transform(F.slice("_terms", 1, top_k), lambda x: x["term"]).alias("terms"))
 
