@@ -30,7 +30,9 @@ Pairs:
   run_sessions' Spark settings; into ``noop``.
 * ``sessions_write``: ``sessionize`` of all bronze events written as a fresh Delta table partitioned
   by ``session_date`` with statistics on every column (A, the Delta default, as silver.sessions
-  has them) against statistics on the columns readers filter on only (B).
+  has them) against statistics on the columns readers filter on only (B), and against up to 64
+  open files a write task (C, ``spark.sql.maxConcurrentOutputFileWriters``: no sort of the rows
+  by ``session_date`` before writing); all with run_sessions' sort aggregate.
 
 Results go to ``<cache>/stage_ab.json`` (one entry per size and pair, and revision for the ``_rev``
 pairs) and are printed as a table.
@@ -225,15 +227,25 @@ def _sessionized(spark, cfg):
         int(cfg.get("sessions.max_sequence_length", 50)), cfg.get("lake.timezone", "UTC")))
 
 
+# Spark sorts each write task's rows by the partition column before writing, unless it may keep
+# this many files open at once (then rows go to the open file of their partition, no sort).
+CONCURRENT_WRITERS = {"spark.sql.maxConcurrentOutputFileWriters": "64"}
+
+
 def sessions_write_pair(spark, cfg, scratch: Path) -> tuple[dict[str, Callable], Callable[[], int]]:
     from delta.tables import DeltaTable
 
     from demandlake import lake
+    from demandlake.spark import temporary_conf
 
     sessions = _sessionized(spark, cfg)
     schema = lake.read(spark, cfg, "silver.sessions").schema
+    # name -> (Delta statistics columns, Spark settings besides run_sessions' own)
+    setups = {"stats-all": (None, {}), "stats-keys": (SESSION_STATS_COLUMNS, {}),
+              "concurrent-writers": (None, CONCURRENT_WRITERS)}
 
-    def write(name: str, stats_columns: str | None):
+    def write(name: str) -> None:
+        stats_columns, settings = setups[name]
         path = scratch / name
         shutil.rmtree(path, ignore_errors=True)
         builder = (DeltaTable.create(spark).location(str(path)).addColumns(schema)
@@ -241,19 +253,21 @@ def sessions_write_pair(spark, cfg, scratch: Path) -> tuple[dict[str, Callable],
         if stats_columns:
             builder = builder.property("delta.dataSkippingStatsColumns", stats_columns)
         builder.execute()
-        sessions.write.format("delta").mode("overwrite").save(str(path))
-
-    variants = {"stats-all": lambda: write("a", None),
-                "stats-keys": lambda: write("b", SESSION_STATS_COLUMNS)}
+        with temporary_conf(spark, {**SORT_AGGREGATE, **settings}):
+            sessions.write.format("delta").mode("overwrite").save(str(path))
 
     def check() -> int:
-        write("a", None)
-        write("b", SESSION_STATS_COLUMNS)
-        a = spark.read.format("delta").load(str(scratch / "a"))
-        b = spark.read.format("delta").load(str(scratch / "b"))
-        return a.exceptAll(b).count() + b.exceptAll(a).count()
+        first, *others = setups
+        write(first)
+        a = spark.read.format("delta").load(str(scratch / first))
+        bad = 0
+        for name in others:
+            write(name)
+            b = spark.read.format("delta").load(str(scratch / name))
+            bad += a.exceptAll(b).count() + b.exceptAll(a).count()
+        return bad
 
-    return variants, check
+    return {name: (lambda name=name: write(name)) for name in setups}, check
 
 
 # Spark's sort falls back from radix sort to TimSort, which is adaptive: the aggregate's sort
