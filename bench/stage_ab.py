@@ -25,14 +25,15 @@ Pairs:
   aggregate for the per-session ``collect_list`` (A; it falls back to sorting after 128 keys a
   task) against the sort aggregate (B, ``spark.sql.execution.useObjectHashAggregateExec=false``),
   and that with Spark's radix sort off (C, ``spark.sql.sort.enableRadixSort=false``: TimSort,
-  which is fast on the aggregate's already sorted input).
+  adaptive to the aggregate's already sorted input; no gain measured).
 * ``sessions_rev``: ``sessionize`` at a git revision (``--rev``) against the working tree's, with
   run_sessions' Spark settings; into ``noop``.
 * ``sessions_write``: ``sessionize`` of all bronze events written as a fresh Delta table partitioned
   by ``session_date`` with statistics on every column (A, the Delta default, as silver.sessions
   has them) against statistics on the columns readers filter on only (B), and against up to 64
   open files a write task (C, ``spark.sql.maxConcurrentOutputFileWriters``: no sort of the rows
-  by ``session_date`` before writing); all with run_sessions' sort aggregate.
+  by ``session_date`` before writing; 25% slower measured); all with run_sessions' sort
+  aggregate.
 
 Results go to ``<cache>/stage_ab.json`` (one entry per size and pair, and revision for the ``_rev``
 pairs) and are printed as a table.
@@ -217,12 +218,13 @@ def features_parts(spark, cfg, last_day: dt.date) -> tuple[dict[str, Callable], 
     return variants, lambda: 0
 
 
-def _sessionized(spark, cfg):
-    """All bronze events through ``sessionize`` with the run's settings (as ``run_sessions``)."""
+def _sessionized(spark, cfg, module=None):
+    """All bronze events through ``sessionize`` (of ``module``, default the working tree's
+    ``demandlake.sessions``) with the run's settings (as ``run_sessions``)."""
     from demandlake import lake
-    from demandlake.sessions import sessionize
+    from demandlake import sessions as current
 
-    return lake.read(spark, cfg, "bronze.events").transform(sessionize(
+    return lake.read(spark, cfg, "bronze.events").transform((module or current).sessionize(
         float(cfg.get("sessions.gap_minutes", 30)),
         int(cfg.get("sessions.max_sequence_length", 50)), cfg.get("lake.timezone", "UTC")))
 
@@ -270,8 +272,9 @@ def sessions_write_pair(spark, cfg, scratch: Path) -> tuple[dict[str, Callable],
     return {name: (lambda name=name: write(name)) for name in setups}, check
 
 
-# Spark's sort falls back from radix sort to TimSort, which is adaptive: the aggregate's sort
-# by (user_id, session_seq) gets rows the window left sorted by (user_id, event_ts).
+# With radix sort off, Spark's in-memory sort is TimSort, which is adaptive: the aggregate's
+# sort by (user_id, session_seq) gets rows the window left sorted by (user_id, event_ts).
+# Measured: no gain at 5M (docs/BENCHMARKS.md).
 NO_RADIX_SORT = {**SORT_AGGREGATE, "spark.sql.sort.enableRadixSort": "false"}
 
 
@@ -302,25 +305,21 @@ def sessions_rev_pair(spark, cfg, rev: str,
                       scratch: Path) -> tuple[dict[str, Callable], Callable[[], int]]:
     """``sessionize`` of all bronze events at git revision ``rev`` (A) against the working
     tree's (B), both with run_sessions' settings and Spark conf; into ``noop``."""
-    from demandlake import lake, sessions as current
     from demandlake.spark import temporary_conf
 
-    old = module_at(rev, "demandlake/sessions.py", scratch)
-    events = lake.read(spark, cfg, "bronze.events")
+    old = _sessionized(spark, cfg, module_at(rev, "demandlake/sessions.py", scratch))
+    new = _sessionized(spark, cfg)
 
-    def run(module, action=_noop):
+    def run(sessions, action=_noop):
         with temporary_conf(spark, SORT_AGGREGATE):
-            return action(events.transform(module.sessionize(
-                float(cfg.get("sessions.gap_minutes", 30)),
-                int(cfg.get("sessions.max_sequence_length", 50)),
-                cfg.get("lake.timezone", "UTC"))))
+            return action(sessions)
 
     def check() -> int:
         a = run(old, lambda df: df.localCheckpoint())
-        b = run(current, lambda df: df.localCheckpoint())
+        b = run(new, lambda df: df.localCheckpoint())
         return a.exceptAll(b).count() + b.exceptAll(a).count()
 
-    return {f"at {rev}": lambda: run(old), "working tree": lambda: run(current)}, check
+    return {f"at {rev}": lambda: run(old), "working tree": lambda: run(new)}, check
 
 
 def main(argv: list[str] | None = None) -> int:
