@@ -11,7 +11,9 @@ gold.review_corpus, which have no DuckDB counterpart), each timed with its wall 
 seconds and the peak resident memory of the JVM (with any children) and of this Python driver,
 sampled from /proc every 0.2 s. Then bench/duckdb_reference.py computes sessions and features from
 the same bronze Parquet files in a child process (wall time, peak RSS), and DuckDB compares both
-outputs in full (every row, every column; doubles within 1e-9 relative).
+outputs in full (every row, every column; doubles within 1e-9 relative). If the DuckDB child fails
+(at 40M events it runs out of memory at the default ``--duckdb-memory 6GB``), the size's row keeps
+the Spark figures and says why DuckDB failed; rerun with more ``--duckdb-memory`` for a ratio.
 
 Results accumulate in ``<cache>/pipeline_scale.json`` (one entry per size, the latest run wins),
 seeded with any size only the raw results kept in docs/results/ have; the table of all of them
@@ -273,11 +275,27 @@ def run_size(spark, size: int, args, sampler: PeakSampler, jvm: int,
            "--threads", str(args.duckdb_threads), "--memory-limit", args.duckdb_memory,
            "--json-out", str(work / "timings.json")]
     t = time.monotonic()
-    proc = subprocess.Popen(cmd)
-    sampler.watch("duckdb", proc.pid)
-    if proc.wait() != 0:
-        raise RuntimeError(f"DuckDB reference failed ({proc.returncode}): {' '.join(cmd)}")
+    with open(work / "stderr.txt", "w") as err:
+        proc = subprocess.Popen(cmd, stderr=err)
+        sampler.watch("duckdb", proc.pid)
+        returncode = proc.wait()
     sampled = sampler.unwatch("duckdb")
+    stderr = (work / "stderr.txt").read_text()
+    sys.stderr.write(stderr)
+    if returncode != 0:
+        # Keep the Spark figures: the row says DuckDB failed and why (e.g. out of memory at the
+        # memory limit), and the outputs are not compared.
+        errors = [line for line in stderr.splitlines() if "Error" in line or "Exception" in line]
+        reason = errors[-1].strip() if errors else f"exit status {returncode}"
+        log.error("DuckDB reference failed at %s events: %s", size, reason)
+        result["duckdb"] = {"failed": reason[:300], "memory_limit": args.duckdb_memory,
+                            "threads": args.duckdb_threads,
+                            "process_s": round(time.monotonic() - t, 1),
+                            "peak_rss_mib": round(sampled / 1024)}
+        result["match"] = None
+        result["load_after"] = os.getloadavg()[0]
+        result["period"] = f"{start} .. {last_day}"
+        return result
     timings = json.loads((work / "timings.json").read_text())
     result["duckdb"] = {
         "sessions_s": round(timings["sessions_s"], 1),
@@ -308,7 +326,9 @@ def run_size(spark, size: int, args, sampler: PeakSampler, jvm: int,
 
 
 # ---- report ------------------------------------------------------------------------------------
-def _ok(match: dict) -> str:
+def _ok(match: dict | None) -> str:
+    if match is None:
+        return "not compared (DuckDB failed)"
     bad = sum(m["only_spark"] + m["only_reference"] + m["differing"] for m in match.values())
     return "yes" if bad == 0 else f"NO ({bad} rows)"
 
@@ -337,6 +357,12 @@ def table(results: list[dict]) -> str:
                    else "| - | - | - | - | - |"))
         sw = st["sessions"]["wall_s"] + st["features"]["wall_s"]
         sc = st["sessions"]["jvm_cpu_s"] + st["features"]["jvm_cpu_s"]
+        if "failed" in dk:
+            rows.append(f"| {r['events']:,} | **sessions + features** | **{sw:.1f}** "
+                        f"| {round(r['events'] / sw):,} | {sc:.1f} | | | DuckDB failed at "
+                        f"memory_limit {dk['memory_limit']}: {dk['failed'].replace('|', '/')} "
+                        "| | | - | - |")
+            continue
         dw = dk["sessions_s"] + dk["features_s"]
         dc = dk["sessions_cpu_s"] + dk["features_cpu_s"]
         rows.append(f"| {r['events']:,} | **sessions + features** | **{sw:.1f}** "
