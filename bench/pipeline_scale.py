@@ -293,36 +293,41 @@ def run_size(spark, size: int, args, sampler: PeakSampler, jvm: int,
                             "process_s": round(time.monotonic() - t, 1),
                             "peak_rss_mib": round(sampled / 1024)}
         result["match"] = None
-        result["load_after"] = os.getloadavg()[0]
-        result["period"] = f"{start} .. {last_day}"
-        return result
-    timings = json.loads((work / "timings.json").read_text())
-    result["duckdb"] = {
-        "sessions_s": round(timings["sessions_s"], 1),
-        "features_s": round(timings["features_s"], 1),
-        "sessions_cpu_s": round(timings.get("sessions_cpu_s", float("nan")), 1),
-        "features_cpu_s": round(timings.get("features_cpu_s", float("nan")), 1),
-        "total_s": round(timings["total_s"], 1),
-        "process_s": round(time.monotonic() - t, 1),
-        "peak_rss_mib": round(max(timings["peak_rss_mib"], sampled / 1024)),
-        "sessions": timings["sessions"], "users": timings["users"]}
-
-    con = ref.connect(args.duckdb_threads, args.duckdb_memory, temp_dir=str(work / "_cmp"))
-    out = work / "out"
-    result["match"] = {
-        "sessions": ref.compare(con, files["silver.sessions"], str(out / "sessions/**/*.parquet"),
-                                "session_id", ref.session_kinds(), TOL, partition="session_date"),
-        "user_features": ref.compare(
-            con, [f for f in files["gold.user_features"] if f"snapshot_date={last_day}" in f],
-            str(out / "user_features.parquet"), "user_id",
-            ref.feature_kinds(cfg.get("features.windows_days", [7, 30, 90])), TOL,
-            partition="snapshot_date")}
-    con.close()
+    else:
+        timings = json.loads((work / "timings.json").read_text())
+        result["duckdb"] = {
+            "sessions_s": round(timings["sessions_s"], 1),
+            "features_s": round(timings["features_s"], 1),
+            "sessions_cpu_s": round(timings.get("sessions_cpu_s", float("nan")), 1),
+            "features_cpu_s": round(timings.get("features_cpu_s", float("nan")), 1),
+            "total_s": round(timings["total_s"], 1),
+            "process_s": round(time.monotonic() - t, 1),
+            "peak_rss_mib": round(max(timings["peak_rss_mib"], sampled / 1024)),
+            "sessions": timings["sessions"], "users": timings["users"]}
+        result["match"] = compare_outputs(files, work / "out", last_day, cfg, args)
     result["load_after"] = os.getloadavg()[0]
     result["period"] = f"{start} .. {last_day}"
     if not args.keep:
         shutil.rmtree(work / "out", ignore_errors=True)
     return result
+
+
+def compare_outputs(files: dict, out: Path, last_day: dt.date, cfg, args) -> dict:
+    """Spark's silver.sessions and the day's gold.user_features against DuckDB's outputs in
+    ``out``, row by row (DuckDB reads both sides)."""
+    con = ref.connect(args.duckdb_threads, args.duckdb_memory, temp_dir=str(out.parent / "_cmp"))
+    try:
+        return {
+            "sessions": ref.compare(con, files["silver.sessions"],
+                                    str(out / "sessions/**/*.parquet"), "session_id",
+                                    ref.session_kinds(), TOL, partition="session_date"),
+            "user_features": ref.compare(
+                con, [f for f in files["gold.user_features"] if f"snapshot_date={last_day}" in f],
+                str(out / "user_features.parquet"), "user_id",
+                ref.feature_kinds(cfg.get("features.windows_days", [7, 30, 90])), TOL,
+                partition="snapshot_date")}
+    finally:
+        con.close()
 
 
 # ---- report ------------------------------------------------------------------------------------
