@@ -223,10 +223,15 @@ def _sessionized(spark, cfg, module=None):
     ``demandlake.sessions``) with the run's settings (as ``run_sessions``)."""
     from demandlake import lake
     from demandlake import sessions as current
+    from demandlake.pipeline_transform import sessionize_kwargs
 
-    return lake.read(spark, cfg, "bronze.events").transform((module or current).sessionize(
-        float(cfg.get("sessions.gap_minutes", 30)),
-        int(cfg.get("sessions.max_sequence_length", 50)), cfg.get("lake.timezone", "UTC")))
+    return lake.read(spark, cfg, "bronze.events").transform(
+        (module or current).sessionize(**sessionize_kwargs(cfg)))
+
+
+def _rows_differing(a, b) -> int:
+    """Rows of one DataFrame not in the other, both ways (duplicates counted)."""
+    return a.exceptAll(b).count() + b.exceptAll(a).count()
 
 
 # Spark sorts each write task's rows by the partition column before writing, unless it may keep
@@ -266,7 +271,7 @@ def sessions_write_pair(spark, cfg, scratch: Path) -> tuple[dict[str, Callable],
         for name in others:
             write(name)
             b = spark.read.format("delta").load(str(scratch / name))
-            bad += a.exceptAll(b).count() + b.exceptAll(a).count()
+            bad += _rows_differing(a, b)
         return bad
 
     return {name: (lambda name=name: write(name)) for name in setups}, check
@@ -295,7 +300,7 @@ def sessions_pair(spark, cfg) -> tuple[dict[str, Callable], Callable[[], int]]:
         bad = 0
         for name in others:
             b = run(name, lambda df: df.localCheckpoint())
-            bad += a.exceptAll(b).count() + b.exceptAll(a).count()
+            bad += _rows_differing(a, b)
         return bad
 
     return {name: (lambda name=name: run(name)) for name in settings}, check
@@ -315,9 +320,8 @@ def sessions_rev_pair(spark, cfg, rev: str,
             return action(sessions)
 
     def check() -> int:
-        a = run(old, lambda df: df.localCheckpoint())
-        b = run(new, lambda df: df.localCheckpoint())
-        return a.exceptAll(b).count() + b.exceptAll(a).count()
+        return _rows_differing(run(old, lambda df: df.localCheckpoint()),
+                               run(new, lambda df: df.localCheckpoint()))
 
     return {f"at {rev}": lambda: run(old), "working tree": lambda: run(new)}, check
 

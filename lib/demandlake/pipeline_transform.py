@@ -52,6 +52,13 @@ def _date_sql(d: dt.date) -> str:
     return f"DATE'{d.isoformat()}'"
 
 
+def sessionize_kwargs(cfg: Config) -> dict:
+    """``sessionize``'s settings from the config (gap, sequence length, time zone)."""
+    return {"gap_minutes": float(cfg.get("sessions.gap_minutes", 30)),
+            "max_sequence_length": int(cfg.get("sessions.max_sequence_length", 50)),
+            "timezone": _timezone(cfg)}
+
+
 def run_sessions(spark: SparkSession, cfg: Config, run_date: dt.date,
                  dates: Iterable[dt.date] | None = None, full: bool = False) -> dict[str, int]:
     """Sessionize new (and late) bronze events into silver.sessions.
@@ -65,8 +72,7 @@ def run_sessions(spark: SparkSession, cfg: Config, run_date: dt.date,
         Counts: full (1/0), affected_users, sessions (rows in the table after a full run),
         inserted, updated, deleted.
     """
-    transform = sessionize(float(cfg.get("sessions.gap_minutes", 30)),
-                           int(cfg.get("sessions.max_sequence_length", 50)), _timezone(cfg))
+    transform = sessionize(**sessionize_kwargs(cfg))
     with runlog.tracked(spark, cfg, "sessions", run_date) as run, \
             temporary_conf(spark, SESSIONIZE_CONF):
         events = lake.read(spark, cfg, "bronze.events")
