@@ -23,7 +23,7 @@ from pathlib import Path
 from demandlake import lake
 from demandlake.config import load_config
 from demandlake.ingest.bronze import ingest_source
-from demandlake.pipeline_transform import run_features, run_sequence_examples, run_sessions
+from demandlake.pipeline.transform import run_features, run_sequence_examples, run_sessions
 from demandlake.spark import get_spark
 
 ROOT = Path(__file__).resolve().parents[1]

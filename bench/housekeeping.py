@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from demandlake import lake, maintenance, synth
     from demandlake.config import load_config
-    from demandlake.pipeline import run_ingest
-    from demandlake.pipeline_transform import run_features, run_sessions
+    from demandlake.pipeline.ingest import run_ingest
+    from demandlake.pipeline.transform import run_features, run_sessions
     from demandlake.spark import get_spark
 
     cache = Path(args.cache)

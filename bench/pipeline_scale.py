@@ -190,8 +190,8 @@ def run_size(spark, size: int, args, sampler: PeakSampler, jvm: int,
 
     from demandlake import lake
     from demandlake.config import load_config
-    from demandlake.pipeline import Source, run_ingest
-    from demandlake.pipeline_transform import (run_features, run_review_corpus,
+    from demandlake.pipeline.ingest import Source, run_ingest
+    from demandlake.pipeline.transform import (run_features, run_review_corpus,
                                                run_sequence_examples, run_sessions)
 
     cache = Path(args.cache)

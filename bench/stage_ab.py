@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from pipeline_scale import cpu_seconds, jvm_pid, machine_facts  # noqa: E402
 
 # The setting run_sessions applies (the sessions pair's B side), imported, not restated.
-from demandlake.pipeline_transform import SESSIONIZE_CONF as SORT_AGGREGATE  # noqa: E402
+from demandlake.pipeline.transform import SESSIONIZE_CONF as SORT_AGGREGATE  # noqa: E402
 
 log = logging.getLogger("stage_ab")
 
@@ -118,7 +118,7 @@ def _noop(df) -> None:
 
 def features_pair(spark, cfg, last_day: dt.date) -> tuple[dict[str, Callable], Callable[[], int]]:
     from demandlake.features.user_features import build_user_features
-    from demandlake.pipeline_transform import features_kwargs
+    from demandlake.pipeline.transform import features_kwargs
     from demandlake.spark import temporary_conf
 
     events, reviews, sessions = _features_inputs(spark, cfg, last_day)
@@ -170,7 +170,7 @@ def features_rev_pair(spark, cfg, last_day: dt.date, rev: str,
     as run_features calls them (session statistics from silver.sessions unless the config says
     otherwise)."""
     from demandlake.features import user_features
-    from demandlake.pipeline_transform import features_kwargs
+    from demandlake.pipeline.transform import features_kwargs
 
     old = module_at(rev, "demandlake/features/user_features.py", scratch)
     events, reviews, sessions = _features_inputs(spark, cfg, last_day)
@@ -196,7 +196,7 @@ def features_parts(spark, cfg, last_day: dt.date) -> tuple[dict[str, Callable], 
     from pyspark.sql import functions as F
 
     from demandlake.features import user_features as uf
-    from demandlake.pipeline_transform import features_kwargs
+    from demandlake.pipeline.transform import features_kwargs
 
     events, reviews, sessions = _features_inputs(spark, cfg, last_day)
     kwargs = features_kwargs(cfg)
@@ -223,7 +223,7 @@ def _sessionized(spark, cfg, module=None):
     ``demandlake.sessions``) with the run's settings (as ``run_sessions``)."""
     from demandlake import lake
     from demandlake import sessions as current
-    from demandlake.pipeline_transform import sessionize_kwargs
+    from demandlake.pipeline.transform import sessionize_kwargs
 
     return lake.read(spark, cfg, "bronze.events").transform(
         (module or current).sessionize(**sessionize_kwargs(cfg)))

@@ -50,7 +50,8 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from demandlake import pipeline, pipeline_transform
+    from demandlake.pipeline.ingest import Source, run_ingest
+    from demandlake.pipeline.transform import run_sequence_examples
     from demandlake.config import load_config
     from demandlake.spark import get_spark
     from demandlake.training.runner import train_sequence_model
@@ -65,9 +66,9 @@ def main(argv=None) -> int:
         ])
         spark = get_spark(cfg, "demandlake-bench-sequence")
         t0 = time.perf_counter()
-        src = pipeline.Source("taobao", "taobao", args.data, "Asia/Shanghai")
-        pipeline.run_ingest(spark, cfg, dt.date(2017, 12, 3), sources=[src])
-        counts = pipeline_transform.run_sequence_examples(spark, cfg)
+        src = Source("taobao", "taobao", args.data, "Asia/Shanghai")
+        run_ingest(spark, cfg, dt.date(2017, 12, 3), sources=[src])
+        counts = run_sequence_examples(spark, cfg)
         prep = time.perf_counter() - t0
         log.info("data ready in %.0fs: %s", prep, counts)
         seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [None]

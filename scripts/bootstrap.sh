@@ -65,8 +65,22 @@ if [ "${DEMANDLAKE_SKIP_HOROVOD:-0}" != "1" ]; then
   fi
 fi
 
+# The venv's spark-submit starts the driver and the workers with the venv's interpreter, not
+# whatever `python3` is first on PATH (which lacks pyspark and this package in a plain shell);
+# spark-submit --conf, spark.pyspark.* in the YAML, or PYSPARK_PYTHON still win.
+SPARK_CONF="$("$VENV/bin/python" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "conf"))')"
+mkdir -p "$SPARK_CONF"
+printf 'spark.pyspark.python %s\nspark.pyspark.driver.python %s\n' \
+  "$VENV/bin/python" "$VENV/bin/python" > "$SPARK_CONF/spark-defaults.conf"
+
 # Delta jars: resolve once through Spark's Ivy into the cache; afterwards the session factory
 # passes the cached files as spark.jars, so no network is needed.
-"$VENV/bin/python" -m demandlake.spark --fetch-jars >&2
+# Ivy's resolution listing goes to a log file, shown only when the fetch fails.
+mkdir -p "$CACHE/jars"
+if ! "$VENV/bin/python" -m demandlake.spark --fetch-jars >"$CACHE/jars/fetch.log" 2>&1; then
+  cat "$CACHE/jars/fetch.log" >&2
+  log "fetching the Delta jars failed (log above, kept in $CACHE/jars/fetch.log)"
+  exit 1
+fi
 
 echo "$VENV"

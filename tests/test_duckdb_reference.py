@@ -25,7 +25,7 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from demandlake import lake, schemas, synth  # noqa: E402
 from demandlake.config import load_config  # noqa: E402
-from demandlake.pipeline_transform import run_features, run_sessions  # noqa: E402
+from demandlake.pipeline.transform import run_features, run_sessions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 START = dt.date(2026, 11, 1)

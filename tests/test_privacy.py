@@ -22,7 +22,7 @@ from pyspark.sql import types as T
 from demandlake import cli, lake, privacy
 from demandlake.config import load_config
 from demandlake.ingest.bronze import ingest_source
-from demandlake.pipeline_transform import run_features, run_review_corpus, run_sessions
+from demandlake.pipeline.transform import run_features, run_review_corpus, run_sessions
 
 RUN = dt.date(2026, 11, 14)
 KEY = "test-pseudonym-key-0123456789"

@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from demandlake import lake, quality, schemas
-from demandlake.pipeline_transform import run_features
+from demandlake.pipeline.transform import run_features
 from test_user_features import SNAPSHOT, load_bronze
 
 D0 = dt.date(2026, 11, 1)

@@ -12,7 +12,8 @@ import time
 import pytest
 from pyspark.sql import functions as F
 
-from demandlake import faults, lake, pipeline, runlog, schemas, synth
+from demandlake import faults, lake, runlog, schemas, synth
+from demandlake.pipeline import chain
 from demandlake.config import local_path
 
 D0 = dt.date(2026, 11, 1)
@@ -78,12 +79,12 @@ def test_backfill_after_a_failed_date_runs_only_the_missing_dates(spark, raw_lak
     day2 = raw / "events" / f"dt={dates[1].isoformat()}"
     shutil.move(day2, tmp_path / "held-back")
     with pytest.raises(FileNotFoundError, match=dates[1].isoformat()):
-        pipeline.backfill(spark, cfg, dates, train=False)
+        chain.backfill(spark, cfg, dates, train=False)
     assert runlog.last_success(spark, cfg, "nightly", dates[0])
     assert not runlog.last_success(spark, cfg, "nightly", dates[1])
 
     shutil.move(tmp_path / "held-back", day2)
-    result = pipeline.backfill(spark, cfg, dates, train=False)
+    result = chain.backfill(spark, cfg, dates, train=False)
     assert result == {"ran": [d.isoformat() for d in dates[1:]],
                       "skipped": [dates[0].isoformat()]}
     first = faults.snapshot(spark, cfg)
@@ -91,7 +92,7 @@ def test_backfill_after_a_failed_date_runs_only_the_missing_dates(spark, raw_lak
             "gold.demand_forecasts"} <= {k for k, v in first.items() if v}
 
     # The same date rerun: every table holds exactly the same rows.
-    pipeline.run_day(spark, cfg, dates[1], train=False)
+    chain.run_day(spark, cfg, dates[1], train=False)
     assert faults.compare(first, faults.snapshot(spark, cfg)) == {}
     nightly = (lake.read(spark, cfg, "ops.runs").where(F.col("stage") == "nightly")
                .groupBy("run_date").count().collect())

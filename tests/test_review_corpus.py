@@ -8,7 +8,7 @@ from chispa import assert_df_equality
 
 from demandlake import lake, schemas
 from demandlake.features.review_corpus import review_corpus
-from demandlake.pipeline_transform import run_review_corpus
+from demandlake.pipeline.transform import run_review_corpus
 
 SPLIT = {"train": 0.8, "validation": 0.1, "test": 0.1}
 

@@ -360,8 +360,8 @@ def test_scoring_codes_sequences_with_the_serving_models_own_vocabulary(spark, t
     from demandlake import lake, maintenance
     from demandlake.config import local_path
     from demandlake.features.sequences import build_vocabularies
-    from demandlake.pipeline_score import model_vocabulary
-    from demandlake.pipeline_transform import build_scoring_sequences
+    from demandlake.pipeline.score import model_vocabulary
+    from demandlake.pipeline.transform import build_scoring_sequences
     from demandlake.scoring import serving
     from demandlake.training.tracking import VOCABULARY_ARTIFACT
 
@@ -410,7 +410,7 @@ def test_a_vocabulary_table_created_again_is_not_taken_for_the_models_own(spark,
     from demandlake import lake
     from demandlake.config import local_path
     from demandlake.features.sequences import build_vocabularies
-    from demandlake.pipeline_score import model_vocabulary
+    from demandlake.pipeline.score import model_vocabulary
     from demandlake.scoring import serving
     from demandlake.training.tracking import VOCABULARY_ARTIFACT
 
@@ -522,7 +522,7 @@ def test_scorers_reject_non_positive_batch_sizes():
 
 
 def test_run_score_fails_clearly_without_features_for_the_date(spark, cfg):
-    from demandlake.pipeline_score import run_score
+    from demandlake.pipeline.score import run_score
 
     with pytest.raises(RuntimeError, match="features"):
         run_score(spark, cfg, dt.date(2026, 11, 10))
@@ -530,7 +530,7 @@ def test_run_score_fails_clearly_without_features_for_the_date(spark, cfg):
 
 def test_review_sentiment_is_skipped_without_a_serving_model(spark, cfg):
     from demandlake import lake
-    from demandlake.pipeline_score import run_review_sentiment
+    from demandlake.pipeline.score import run_review_sentiment
 
     counts = run_review_sentiment(spark, cfg, dt.date(2026, 11, 10))
     assert counts == {"skipped": 1, "scored": 0}

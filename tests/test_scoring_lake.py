@@ -7,7 +7,7 @@ What it holds, all for run date ``RUN`` (2026-11-10):
   never seen (all OOV); ``gone01`` last seen on 2026-11-01.
 * bronze.reviews: 48 reviews (English and Chinese) with the cue words of
   ``training.synthetic.review_corpus``; electronics turns negative in the second week.
-* gold.user_features (``pipeline_transform.run_features``) and gold.vocabularies built through
+* gold.user_features (``pipeline.transform.run_features``) and gold.vocabularies built through
   2026-11-06 (so later items are OOV).
 * MLflow registry: an untrained but seeded sequence model logged and promoted through
   ``training.tracking``; a sentiment model trained (local launcher, a few epochs) on the planted
@@ -123,7 +123,7 @@ def write_inputs(spark, cfg) -> None:
     """bronze tables, gold.user_features of RUN and gold.vocabularies through VOCAB_THROUGH."""
     from demandlake import lake, schemas
     from demandlake.features.sequences import build_vocabularies
-    from demandlake.pipeline_transform import run_features
+    from demandlake.pipeline.transform import run_features
 
     events = spark.createDataFrame(event_rows(), schemas.BRONZE_EVENTS)
     lake.overwrite_all(spark, cfg, "bronze.events", events)
@@ -215,7 +215,7 @@ def build(spark, base: Path) -> ScoredLake:
     """Build (once per test session) and return the scored lake."""
     if "lake" in _BUILT:
         return _BUILT["lake"]
-    from demandlake.pipeline_score import run_review_sentiment, run_score
+    from demandlake.pipeline.score import run_review_sentiment, run_score
 
     cfg = lake_config(base)
     reset_catalog(spark, cfg)

@@ -11,7 +11,7 @@ from demandlake import lake, schemas
 from demandlake.features.sequences import (
     build_examples, build_vocabularies, plan_cutoffs,
 )
-from demandlake.pipeline_transform import build_scoring_sequences, run_sequence_examples
+from demandlake.pipeline.transform import build_scoring_sequences, run_sequence_examples
 
 UTC = dt.timezone.utc
 D = dt.date
@@ -233,7 +233,7 @@ def test_sessions_features_and_examples_are_sensible_on_the_real_taobao_sample(s
     from pyspark.sql import functions as F
 
     from demandlake.ingest.bronze import ingest_source
-    from demandlake.pipeline_transform import run_features, run_sessions
+    from demandlake.pipeline.transform import run_features, run_sessions
 
     # The sample spans 9 days (2017-11-25 .. 12-03, UTC+8): a 1-day horizon leaves 8 cutoffs.
     cfg = cfg.with_overrides({"lake.timezone": "Asia/Shanghai", "sequences.horizon_days": 1})

@@ -8,7 +8,7 @@ import pytest
 from chispa import assert_df_equality
 
 from demandlake import lake, schemas
-from demandlake.pipeline_transform import run_sessions
+from demandlake.pipeline.transform import run_sessions
 from demandlake.sessions import sessionize
 
 UTC = dt.timezone.utc

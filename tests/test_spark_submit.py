@@ -38,7 +38,12 @@ def test_spark_submit_master_and_conf_win_over_the_yaml(tmp_path):
     cmd = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[1]",
            "--conf", "spark.sql.shuffle.partitions=3", "--driver-memory", "1g",
            *(["--jars", ",".join(jars)] if jars else []), str(probe), str(tmp_path / "lake")]
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    # As a user's plain shell has it: no PYSPARK_* and no venv on PATH. The venv's spark-submit
+    # must start the venv's Python itself (scripts/bootstrap.sh: spark-defaults.conf).
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PYSPARK_") and k != "VIRTUAL_ENV"}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if Path(p) != Path(sys.executable).parent)
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = dict(ln.split("=", 1) for ln in out.stdout.splitlines() if "=" in ln)

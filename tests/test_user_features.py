@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 
 from demandlake import lake, schemas
 from demandlake.features.user_features import build_user_features
-from demandlake.pipeline_transform import run_features, run_sessions
+from demandlake.pipeline.transform import run_features, run_sessions
 
 UTC = dt.timezone.utc
 SNAPSHOT = dt.date(2024, 3, 10)

@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Callable
 
+from demandlake.pipeline import graph
+
 log = logging.getLogger("demandlake")
 
 _TABLE_NAME = re.compile(r"^(bronze|silver|gold|ops)\.[a-z_][a-z0-9_]*$")
@@ -173,13 +175,18 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="extra YAML config layered over conf/defaults.yaml (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override one config value, e.g. --set sessions.gap_minutes=20")
-    p.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
+    p.add_argument("--log-level", default="WARNING",
+                   help="least level of log records shown on the console; the log file under "
+                        "<lake>/_logs always has INFO and every traceback (default: %(default)s)")
+
+
+_OPTION_HELP = {"if_none_serving": "train only when no version of the model is serving yet"}
 
 
 def _dates(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--run-date", type=iso_date, required=required,
-                   help="logical date of the run, YYYY-MM-DD" + ("" if required else
-                                                                 " (default: yesterday, UTC)"))
+                   help="logical date of the run, YYYY-MM-DD" + (
+                       "" if required else " (default: yesterday in lake.timezone)"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,29 +206,41 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="random seed (default: generator.seed)")
     g.add_argument("--events", type=positive_int, help="target number of events (sizes the users)")
     g.add_argument("--workers", type=positive_int, default=2, help="parallel worker processes")
+    g.add_argument("--faults", action="store_true",
+                   help="also plant what real feeds deliver: late events, repeats, conflicting "
+                        "ids, bad records, Chinese and English reviews (synth.plant_faults)")
 
-    i = sub.add_parser("ingest", help="raw logs -> bronze.events / bronze.reviews / quarantine",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _dates(i)
-    i.add_argument("--source", action="append", default=[], metavar="FORMAT=PATH",
-                   help="explicit input, e.g. taobao=/data/UserBehavior.csv (repeatable; "
-                        "default: ingest.sources of the config for the run date)")
-    i.add_argument("--timezone", type=time_zone, help="time zone of the source's local dates (e.g. Asia/Shanghai)")
-    i.add_argument("--dry-run", action="store_true", help="validate and count, write nothing")
-
-    for name, helptext in [("sessions", "bronze.events -> silver.sessions (late events merged)"),
-                           ("features", "silver/bronze -> gold.user_features for the run date"),
-                           ("score", "score every active user into gold forecasts/profiles/recs")]:
-        sp = sub.add_parser(name, help=helptext, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for stage in graph.stage_names():
+        if stage == "maintain":
+            continue  # whole tables, no run date: its own parser below
+        spec = graph.stage(stage)
+        sp = sub.add_parser(stage, help=spec.does,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         _dates(sp)
-        sp.add_argument("--start-date", type=iso_date, help="backfill from this date")
-        sp.add_argument("--end-date", type=iso_date, help="backfill to this date (inclusive)")
-        sp.add_argument("--dry-run", action="store_true", help="compute and count, write nothing")
+        sp.add_argument("--start-date", type=iso_date, help="run for each date from this one")
+        sp.add_argument("--end-date", type=iso_date, help="... to this one (inclusive)")
+        sp.add_argument("--dry-run", action="store_true", help="compute and count, write nothing "
+                                                               "(ingest, review_sentiment, score)")
+        for option in graph.options_of(stage):
+            sp.add_argument(f"--{option.replace('_', '-')}", action="store_true",
+                            help=_OPTION_HELP.get(option, option))
+        if stage == "ingest":
+            sp.add_argument("--source", action="append", default=[], metavar="FORMAT=PATH",
+                            help="explicit input, e.g. taobao=/data/UserBehavior.csv (repeatable;"
+                                 " default: ingest.sources of the config for the run date)")
+            sp.add_argument("--timezone", type=time_zone,
+                            help="time zone in which the source writes timestamps that carry no "
+                                 "offset or zone (e.g. Asia/Shanghai); dates are always local "
+                                 "dates in lake.timezone")
+            sp.add_argument("--history", action="store_true",
+                            help="every configured raw date up to the run date in one batch "
+                                 "(the same tables as ingesting them date by date)")
 
     t = sub.add_parser("train", help="build training data and train a model (Horovod + MLflow)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     t.add_argument("model", choices=["sequence", "sentiment", "all"], help="which model")
     _dates(t)
+    t.add_argument("--if-none-serving", action="store_true", help=_OPTION_HELP["if_none_serving"])
 
     n = sub.add_parser("nightly", help="the whole chain for a date (generates sample data "
                                        "when the lake is empty)",
@@ -283,34 +302,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve_run_date(args) -> dt.date:
-    d = getattr(args, "run_date", None)
-    return d or (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1))
+def _resolve_run_date(args, cfg) -> dt.date:
+    from demandlake.pipeline.chain import default_run_date
+
+    return getattr(args, "run_date", None) or default_run_date(cfg)
 
 
-def _stage_dates(args) -> list[dt.date]:
+def _stage_dates(args, cfg) -> list[dt.date]:
     if getattr(args, "start_date", None) or getattr(args, "end_date", None):
         if not (args.start_date and args.end_date):
             raise SystemExit("--start-date and --end-date go together")
         return date_range(args.start_date, args.end_date)
-    return [_resolve_run_date(args)]
+    return [_resolve_run_date(args, cfg)]
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("py4j", "mlflow", "alembic", "urllib3", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # TensorFlow's C++ start-up banner on every process that loads it (Spark's workers inherit it).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from demandlake.config import load_config
+    from demandlake.console import FILE_ONLY, setup_logging
 
     try:
         cfg = load_config(args.conf_file, args.overrides, args.lake)
     except (OSError, ValueError) as exc:
         print(f"demandlake: configuration error: {exc}", file=sys.stderr)
         return 2
-    log.info("config from %s; lake %s", cfg.sources, cfg.lake_uri)
-    log.debug("resolved config:\n%s", cfg.dumps())
+    global _LOGS
+    _LOGS = setup_logging(cfg, args.command, args.log_level)
+    log.info("demandlake %s; config from %s; lake %s", " ".join(argv or sys.argv[1:]),
+             cfg.sources, cfg.lake_uri)
+    log.info("resolved config:\n%s", cfg.dumps())
     handler = COMMANDS[args.command]
     t0 = time.monotonic()
     try:
@@ -319,17 +343,26 @@ def main(argv: list[str] | None = None) -> int:
         print("demandlake: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # the CLI's one place to turn failures into a message + exit code
-        log.debug("failure", exc_info=True)
-        print(f"demandlake {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        log.error("%s failed", args.command, exc_info=True, extra=FILE_ONLY)  # traceback: the file
+        print(f"demandlake {args.command}: failed: {type(exc).__name__}: {exc}\n"
+              f"(traceback in {_LOGS.python})", file=sys.stderr)
         return 1
     log.info("%s finished in %.1fs", args.command, time.monotonic() - t0)
     return rc or 0
 
 
+_LOGS = None
+
+
 def _spark(cfg):
     from demandlake.spark import get_spark
 
-    return get_spark(cfg)
+    return get_spark(cfg, java_log=_LOGS.spark if _LOGS else None)
+
+
+def _print_logs() -> None:
+    if _LOGS is not None:
+        print(f"logs: {_LOGS.python} (Spark: {_LOGS.spark})")
 
 
 # ---- commands ----------------------------------------------------------------------------------
@@ -343,68 +376,80 @@ def cmd_generate(cfg, args) -> int:
         start_date=args.start_date or g["start_date"],
         seed=args.seed if args.seed is not None else g["seed"],
         events_target=args.events, workers=args.workers)
+    if args.faults:
+        summary["planted"] = synth.plant_faults(out, seed=summary["seed"])
     print(f"wrote {summary} to {out}")
     return 0
 
 
-def cmd_ingest(cfg, args) -> int:
-    from demandlake.pipeline import Source, run_ingest
+def _stage_options(stage: str, args) -> dict:
+    """The stage's options from its command's flags (``--if-none-serving``, ingest's inputs)."""
+    options = {o: True for o in graph.options_of(stage) if getattr(args, o, False)}
+    if stage == "ingest":
+        from demandlake.pipeline.ingest import Source
 
-    spark = _spark(cfg)
-    run_date = _resolve_run_date(args)
-    sources = None
-    if args.source:
-        sources = [Source.parse(s) for s in args.source]
-        if args.timezone:
-            sources = [Source(s.name, s.fmt, s.path, args.timezone) for s in sources]
-    totals = run_ingest(spark, cfg, run_date, sources, dry_run=args.dry_run)
-    print(f"ingest {run_date}: {totals}")
-    return 0
+        if args.source:
+            sources = [Source.parse(s) for s in args.source]
+            if args.timezone:
+                sources = [Source(s.name, s.fmt, s.path, args.timezone) for s in sources]
+            options["sources"] = sources
+        if args.history:
+            options["history"] = True
+    return options
 
 
-def _per_date(stage: str) -> Callable:
+def _stage_command(stage: str) -> Callable:
+    """A single-stage command: the stage for each date, as the chain runs it."""
     def run(cfg, args) -> int:
-        from demandlake import pipeline
+        from demandlake.console import Reporter
+        from demandlake.pipeline.chain import run_graph
 
         spark = _spark(cfg)
-        fn = pipeline.stage_functions()[stage]
-        dates = _stage_dates(args)
-        for i, d in enumerate(dates, 1):
-            log.info("[%s %d/%d] %s", stage, i, len(dates), d)
-            result = fn(spark, cfg, d, dry_run=args.dry_run)
-            print(f"{stage} {d}: {result}")
+        options = _stage_options(stage, args)
+        spec = graph.stage(stage)
+        if args.dry_run:
+            options["dry_run"] = True
+        reporter = Reporter()
+        dates = _stage_dates(args, cfg)
+        with reporter.dates(stage, dates) as advance:
+            for d in dates:
+                run_graph(spark, cfg, [spec], d, reporter, {stage: options})
+                advance(d)
         return 0
 
     return run
 
 
 def cmd_train(cfg, args) -> int:
-    from demandlake import pipeline
+    from demandlake.console import Reporter
+    from demandlake.pipeline.chain import run_graph
 
     spark = _spark(cfg)
     models = ["sentiment", "sequence"] if args.model == "all" else [args.model]
-    for m in models:
-        result = pipeline.stage_functions()[f"train_{m}"](spark, cfg, _resolve_run_date(args))
-        print(f"train {m}: {result}")
+    stages = [graph.stage(f"train_{m}", "retrain") for m in models]
+    run_graph(spark, cfg, stages, _resolve_run_date(args, cfg), Reporter(),
+              {s.name: {"if_none_serving": args.if_none_serving} for s in stages})
     return 0
 
 
 def cmd_nightly(cfg, args) -> int:
-    from demandlake import pipeline
+    from demandlake.pipeline import chain
 
     spark = _spark(cfg)
-    summary = pipeline.nightly(spark, cfg, args.run_date, train=not args.no_train)
-    print(pipeline.describe_outputs(cfg, summary))
+    summary = chain.nightly(spark, cfg, args.run_date, train=not args.no_train)
+    print(chain.describe_outputs(cfg, summary))
+    _print_logs()
     return 0
 
 
 def cmd_backfill(cfg, args) -> int:
-    from demandlake import pipeline
+    from demandlake.pipeline import chain
 
     spark = _spark(cfg)
-    done = pipeline.backfill(spark, cfg, date_range(args.start_date, args.end_date),
-                             force=args.force)
+    done = chain.backfill(spark, cfg, date_range(args.start_date, args.end_date),
+                          force=args.force)
     print(f"backfill: ran {len(done['ran'])} date(s), skipped {len(done['skipped'])}: {done}")
+    _print_logs()
     return 0
 
 
@@ -481,10 +526,10 @@ def cmd_maintain(cfg, args) -> int:
 
 
 COMMANDS: dict[str, Callable] = {
-    "generate": cmd_generate, "ingest": cmd_ingest, "sessions": _per_date("sessions"),
-    "features": _per_date("features"), "score": _per_date("score"), "train": cmd_train,
-    "nightly": cmd_nightly, "backfill": cmd_backfill, "sql": cmd_sql, "status": cmd_status,
-    "report": cmd_report, "forget": cmd_forget, "maintain": cmd_maintain,
+    "generate": cmd_generate,
+    **{stage: _stage_command(stage) for stage in graph.stage_names() if stage != "maintain"},
+    "train": cmd_train, "nightly": cmd_nightly, "backfill": cmd_backfill, "sql": cmd_sql,
+    "status": cmd_status, "report": cmd_report, "forget": cmd_forget, "maintain": cmd_maintain,
 }
 
 

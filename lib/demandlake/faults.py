@@ -2,8 +2,8 @@
 
 One command (``python -m demandlake.faults --kills 20``) does, on generated raw logs:
 
-1. a clean run of the chain (ingest -> sessions -> features -> score, per date, as ``run_day``
-   runs them; no training, so forecasts come from the fallback) in a child process, then a
+1. a clean run of the nightly chain (``pipeline.graph.NIGHTLY``, per date, as ``demandlake
+   nightly`` runs it; no training, so forecasts come from the fallback) in a child process, then a
    second clean run on the same lake: the snapshot must not change (reruns are idempotent);
 2. ``kills`` trials, each on a fresh lake: start the chain, SIGKILL the child at a random time,
    then rerun the chain to completion and compare every table with the clean run. By default the
@@ -36,8 +36,11 @@ import threading
 import time
 from pathlib import Path
 
+from demandlake.pipeline import graph
+
 VOLATILE = {"run_id"}
-STAGES = ("ingest", "sessions", "features", "score")
+# The nightly graph without its training stages (pipeline.graph; no model: fallback forecasts).
+STAGES = tuple(s.name for s in graph.NIGHTLY if not s.name.startswith("train_"))
 
 
 # ---- child: run the chain, print stage markers, write a snapshot ------------------------------
@@ -66,24 +69,29 @@ def snapshot(spark, cfg) -> dict[str, list[str]]:
     return out
 
 
-def chain(lake_dir: str, raw_dir: str, dates: list[dt.date], snapshot_to: str | None) -> None:
-    from demandlake import pipeline, pipeline_score, pipeline_transform
+def write_snapshot(lake_dir: str, conf_files: list[str], out: str) -> None:
+    """``snapshot`` of the lake at ``lake_dir``, as JSON in ``out``."""
     from demandlake.config import load_config
+    from demandlake.spark import get_spark
+
+    cfg = load_config(conf_files, ["spark.conf.spark.ui.enabled=false"], lake=lake_dir)
+    spark = get_spark(cfg, app_name="demandlake-snapshot")
+    Path(out).write_text(json.dumps(snapshot(spark, cfg)))
+    spark.stop()
+
+
+def chain(lake_dir: str, raw_dir: str, dates: list[dt.date], snapshot_to: str | None) -> None:
+    from demandlake.config import load_config
+    from demandlake.pipeline.stages import run_stage
     from demandlake.spark import get_spark
 
     cfg = load_config(overrides=[f"lake.raw_uri={raw_dir}",
                                  "spark.conf.spark.ui.enabled=false"], lake=lake_dir)
     spark = get_spark(cfg, app_name="demandlake-faults")
     for d in dates:
-        steps = {
-            "ingest": lambda: pipeline.run_ingest(spark, cfg, d),
-            "sessions": lambda: pipeline_transform.run_sessions(spark, cfg, d),
-            "features": lambda: pipeline_transform.run_features(spark, cfg, d),
-            "score": lambda: pipeline_score.run_score(spark, cfg, d),
-        }
         for stage in STAGES:
             print(f"STAGE {d} {stage}", flush=True)
-            steps[stage]()
+            run_stage(spark, cfg, stage, d, **graph.stage(stage).options)
     print("STAGE done", flush=True)
     if snapshot_to:
         Path(snapshot_to).write_text(json.dumps(snapshot(spark, cfg)))
@@ -164,8 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lake", help=argparse.SUPPRESS)
     p.add_argument("--raw", help=argparse.SUPPRESS)
     p.add_argument("--dates", help=argparse.SUPPRESS)
-    p.add_argument("--snapshot-to", help=argparse.SUPPRESS)
+    p.add_argument("--snapshot-to", help="with --snapshot-of: the JSON file to write")
+    p.add_argument("--snapshot-of", metavar="LAKE",
+                   help="only write LAKE's snapshot (every bronze/silver/gold row, run ids left "
+                        "out) to --snapshot-to, e.g. to compare two runs of the same input")
+    p.add_argument("--conf-file", action="append", default=[],
+                   help="with --snapshot-of: the YAML the lake was written with (catalog, ...)")
     args = p.parse_args(argv)
+    if args.snapshot_of:
+        write_snapshot(args.snapshot_of, args.conf_file, args.snapshot_to)
+        return 0
     if args.child:
         chain(args.lake, args.raw, [dt.date.fromisoformat(d) for d in args.dates.split(",")],
               args.snapshot_to)

@@ -323,7 +323,7 @@ def table_exists(spark: SparkSession, cfg: Config, name: str) -> bool:
         return False
 
 
-# ---- silver / gold tables of sessions.py and features/ (built in pipeline_transform.py) ---------
+# ---- silver / gold tables of sessions.py and features/ (built in pipeline/transform.py) ---------
 register(TableSpec(
     "silver.sessions", schemas.SILVER_SESSIONS, ("session_date",),
     "One row per user session (events split by an inactivity gap of sessions.gap_minutes)",
@@ -410,7 +410,7 @@ def merge_changes(spark: SparkSession, cfg: Config, name: str, upserts: DataFram
     return {k: int(v) for k, v in row.asDict().items()} if row is not None else {}
 
 
-# ---- gold tables of scoring/ (written by pipeline_score.py; docs/SCORING.md) --------------------
+# ---- gold tables of scoring/ (written by pipeline/score.py; docs/SCORING.md) --------------------
 register(TableSpec(
     "gold.demand_forecasts", schemas.GOLD_DEMAND_FORECASTS, ("run_date",),
     "Nightly purchase forecast per active user: probability, likely categories, band, source",

@@ -230,7 +230,7 @@ GOLD_REVIEW_CORPUS = T.StructType([
     _f("split", S, False, "train, validation or test, from a hash of review_id"),
 ])
 
-# ---- gold: nightly scoring (scoring/, pipeline_score.py; docs/SCORING.md) -------------------------
+# ---- gold: nightly scoring (scoring/, pipeline/score.py; docs/SCORING.md) -------------------------
 CATEGORY_PROBABILITY = T.ArrayType(T.StructType([_f("category", S), _f("probability", D)]))
 
 GOLD_DEMAND_FORECASTS = T.StructType([

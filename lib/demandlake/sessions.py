@@ -7,7 +7,7 @@ and a running sum of "starts a new session" flags, no Python loops.
 
 The session id is ``sha2(user_id || '|' || unix_micros(session_start))``: the same events always
 give the same id, and a late event that moves a session's start gives it a new one (the stage then
-deletes the old id; see ``pipeline_transform.run_sessions``). The id the source gave, if any, is
+deletes the old id; see ``pipeline.transform.run_sessions``). The id the source gave, if any, is
 kept as ``source_session_id``.
 """
 from __future__ import annotations

@@ -164,12 +164,77 @@ def temporary_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator
                 spark.conf.set(k, v)
 
 
-def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
+def choose_python(submitted: Mapping[str, str], conf: Mapping[str, str]) -> str:
+    """The interpreter Spark's Python workers run, made the one pyspark uses.
+
+    pyspark starts its workers with ``$PYSPARK_PYTHON``, else ``python3`` from ``PATH``: for a
+    user who runs the venv's ``demandlake`` from a plain shell that is another Python, without
+    this package (``ModuleNotFoundError: No module named 'demandlake'`` in the first UDF). So:
+    ``spark.pyspark.python`` when spark-submit or the configuration sets it, else
+    ``$PYSPARK_PYTHON`` when the environment sets it, else the interpreter running this code.
+
+    Returns:
+        The interpreter, also put in ``os.environ["PYSPARK_PYTHON"]`` (read by SparkContext).
+    """
+    python = (submitted.get("spark.pyspark.python") or conf.get("spark.pyspark.python")
+              or os.environ.get("PYSPARK_PYTHON") or sys.executable)
+    os.environ["PYSPARK_PYTHON"] = python
+    return python
+
+
+def java_log_options(log_file: Path) -> str:
+    """JVM options sending Spark's own (log4j2) log to ``log_file`` instead of the console, so a
+    healthy run prints no Java warnings or stack traces; the file keeps them."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    props = log_file.with_suffix(".log4j2.properties")
+    props.write_text("\n".join([
+        "rootLogger.level = warn",
+        "rootLogger.appenderRef.file.ref = file",
+        "appender.file.type = File",
+        "appender.file.name = file",
+        f"appender.file.fileName = {log_file}",
+        "appender.file.layout.type = PatternLayout",
+        "appender.file.layout.pattern = %d{yyyy-MM-dd HH:mm:ss} %p %c: %m%n%ex",
+        # Hive's metastore client warns about every table it cannot describe as Hive's own.
+        "logger.hive.name = org.apache.hadoop.hive",
+        "logger.hive.level = error",
+    ]) + "\n")
+    return f"-Dlog4j2.configurationFile={props.as_uri()}"
+
+
+@contextlib.contextmanager
+def _jvm_output_to(path: Path | None) -> Iterator[None]:
+    """While the JVM starts, point this process's stdout and stderr at ``path``: the JVM (and
+    the Python workers it forks later) inherit them, so what it prints outside log4j (the JDK's
+    "Using incubator modules" line, a worker's TensorFlow banner) lands in the log file, not on
+    the console. This process's own streams are restored afterwards."""
+    if path is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as target:
+        os.dup2(target.fileno(), 1)
+        os.dup2(target.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def get_spark(cfg: Config, app_name: str | None = None,
+              java_log: Path | None = None) -> SparkSession:
     """Build (or return the running) SparkSession for ``cfg``.
 
     Args:
         cfg: resolved configuration.
         app_name: overrides ``spark.app_name``.
+        java_log: send the JVM's log to this file (the CLI's runs; ignored under spark-submit,
+            whose JVM is already running).
 
     Returns:
         A session with Delta, the catalog and the project's schemas (bronze, silver, gold, ops).
@@ -179,16 +244,24 @@ def get_spark(cfg: Config, app_name: str | None = None) -> SparkSession:
         return active
     submitted = _submitted_conf()
     clear_interrupted_metastore(metastore_dir(cfg))
+    wanted = session_conf(cfg)
+    choose_python(submitted, wanted)
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        java_log = None  # spark-submit started the JVM with its own log settings
+    if java_log is not None:
+        key = "spark.driver.extraJavaOptions"
+        wanted[key] = " ".join(filter(None, [wanted.get(key), java_log_options(java_log)]))
     builder = SparkSession.builder.appName(app_name or cfg.get("spark.app_name", "demandlake"))
     if "spark.master" not in submitted:
         builder = builder.master(cfg.get("spark.master", "local[*]"))
-    for key, value in session_conf(cfg).items():
+    for key, value in wanted.items():
         if key in submitted:
             continue
         if key == "spark.sql.catalogImplementation" and value == "hive":
             builder = builder.enableHiveSupport()
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    with _jvm_output_to(java_log):
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("DEMANDLAKE_SPARK_LOG_LEVEL", "WARN"))
     return spark
 

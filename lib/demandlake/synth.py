@@ -51,6 +51,7 @@ Planted structure (what a model should be able to recover):
 """
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import json
@@ -945,3 +946,75 @@ def generate(out_dir: str | Path, users: int = 200, days: int = 14,
              summary["events"] / max(elapsed, 1e-9), n_proc)
     return summary
 
+
+
+# ---- field faults: what real feeds also deliver -----------------------------------------------
+FAULTS_FILE = "part-faults.jsonl"
+
+
+def plant_faults(out_dir: str | Path, seed: int = 7) -> dict[str, int]:
+    """Add to a generated raw folder what real feeds deliver besides clean records, in a file
+    ``part-faults.jsonl`` beside each day's events (and reviews) from the second day on:
+
+    * a late event: an event of the day before (a copy of one of its users' events, one second
+      later, under a new id) arriving in this day's file;
+    * a repeat: one of the day before's lines again, byte for byte;
+    * a conflicting duplicate: one of the day before's event ids with other content;
+    * bad records: a line that is not JSON, a missing user id, an unknown event type and a
+      negative price;
+    * reviews in Chinese and English (one positive and one negative each), one of them repeated.
+
+    Returns:
+        What was planted, by kind.
+    """
+    rnd = random.Random(seed)
+    root = Path(out_dir)
+    days = sorted(p for p in (root / "events").glob("dt=*") if p.is_dir())
+    counts = collections.Counter()
+    for before, day in zip(days, days[1:]):
+        previous = [line for f in sorted(before.glob("part-0*.jsonl"))
+                    for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not previous:
+            continue
+        date_str = day.name.split("=", 1)[1]
+        late = json.loads(rnd.choice(previous))
+        late["event_id"] = f"{late['event_id']}-late"
+        late["timestamp"] = (datetime.fromisoformat(late["timestamp"])
+                             + timedelta(seconds=1)).isoformat()
+        conflict = json.loads(rnd.choice(previous))
+        conflict["price"] = round(float(conflict.get("price") or 1.0) + 1.0, 2)
+        good = json.loads(rnd.choice(previous))
+        at = f"{date_str}T12:00:00+00:00"
+        lines = [json.dumps(late), rnd.choice(previous), json.dumps(conflict),
+                 '{"event_id": "broken", "user_id": ',
+                 json.dumps({**good, "event_id": f"{date_str}-no-user", "user_id": None,
+                             "timestamp": at}),
+                 json.dumps({**good, "event_id": f"{date_str}-odd-type", "event_type": "teleport",
+                             "timestamp": at}),
+                 json.dumps({**good, "event_id": f"{date_str}-neg-price", "price": -3.5,
+                             "timestamp": at})]
+        (day / FAULTS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        counts.update(late=1, repeat=1, conflicting_duplicate=1, bad=4)
+
+        user, item = good["user_id"], good.get("item_id")
+        reviews = [
+            {"review_id": f"{date_str}-zh-pos", "user_id": user, "item_id": item, "rating": 5,
+             "title": "非常满意", "text": "质量很好，物流很快，下次还会再买", "language": "zh",
+             "timestamp": at},
+            {"review_id": f"{date_str}-zh-neg", "user_id": user, "item_id": item, "rating": 1,
+             "title": "很失望", "text": "做工很差，用了两天就坏了，不推荐", "language": "zh",
+             "timestamp": at},
+            {"review_id": f"{date_str}-en-pos", "user_id": user, "item_id": item, "rating": 5,
+             "title": "Great buy", "text": "Works perfectly, fast delivery, would buy again",
+             "language": "en", "timestamp": at},
+            {"review_id": f"{date_str}-en-neg", "user_id": user, "item_id": item, "rating": 1,
+             "title": "Broke fast", "text": "Cheap plastic, stopped working after two days",
+             "language": "en", "timestamp": at},
+        ]
+        folder = root / "reviews" / day.name
+        folder.mkdir(parents=True, exist_ok=True)
+        review_lines = [json.dumps(r, ensure_ascii=False) for r in reviews]
+        (folder / FAULTS_FILE).write_text("\n".join(review_lines + review_lines[:1]) + "\n",
+                                          encoding="utf-8")
+        counts.update(reviews=4, review_repeat=1)
+    return dict(counts)

@@ -7,9 +7,10 @@
 folder.) Airflow reads its configuration when first imported, so everything it needs is set here
 at module level, before any test module imports it: a throw-away ``AIRFLOW_HOME`` (SQLite),
 this repository's ``airflow_dags`` as the DAG folder, no examples, the ``spark_default``
-Connection and the project's Variables as environment variables, and ``PATH``/``SPARK_HOME``/
-``PYSPARK_PYTHON`` pointing at the PROJECT venv, whose ``spark-submit`` the DAGs call (this venv
-only has ``pyspark-client``: no ``spark-submit``, no jars).
+Connection and the project's Variables as environment variables, and ``PATH``/``SPARK_HOME``
+pointing at the PROJECT venv, whose ``spark-submit`` the DAGs call (this venv only has
+``pyspark-client``: no ``spark-submit``, no jars), as a deployment's worker has it. No
+``PYSPARK_PYTHON``: the jobs choose their workers' interpreter themselves.
 """
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ def _configure_airflow() -> None:
         venv = Path(PROJECT_VENV)
         pyspark = sorted(glob.glob(str(venv / "lib" / "python3*" / "site-packages" / "pyspark")))
         os.environ["PATH"] = f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
-        python = str(venv / "bin" / "python")
-        os.environ["PYSPARK_PYTHON"] = os.environ["PYSPARK_DRIVER_PYTHON"] = python
+        for leftover in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "VIRTUAL_ENV"):
+            os.environ.pop(leftover, None)
         if pyspark:
             os.environ["SPARK_HOME"] = pyspark[-1]
         # Two cores shared by everything: keep TF/BLAS threads (score imports TF) to what they have.
@@ -78,6 +79,21 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(scope="session")
+def stage_graph():
+    """The project's stage graph (``lib/demandlake/pipeline/graph.py``), loaded by path as the
+    DAG file loads it: this venv has neither pyspark nor the package."""
+    import importlib.util
+    import sys
+
+    path = ROOT / "lib" / "demandlake" / "pipeline" / "graph.py"
+    spec = importlib.util.spec_from_file_location("stage_graph_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
 def airflow_db():
     """A fresh SQLite metadata database in the temporary AIRFLOW_HOME."""
     from airflow.utils import db
@@ -98,7 +114,10 @@ def dagbag():
 def project_venv() -> Path:
     """The project venv (pyspark, delta, the demandlake package) the DAGs' jobs run in."""
     if not PROJECT_VENV:
-        pytest.skip("set DEMANDLAKE_PROJECT_VENV to the project venv (scripts/run_tests.sh does)")
+        message = "set DEMANDLAKE_PROJECT_VENV to the project venv (scripts/run_tests.sh does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI runs everything: a missing venv is a broken run
+        pytest.skip(message)
     venv = Path(PROJECT_VENV)
     if not (venv / "bin" / "spark-submit").exists():
         pytest.fail(f"no spark-submit in the project venv {venv}")
@@ -113,25 +132,32 @@ def _run(cmd: list[str], **kw) -> str:
 
 
 @pytest.fixture(scope="session")
-def lake(project_venv, tmp_path_factory) -> Path:
-    """A tiny generated lake (30 users x 3 days from 2026-11-01), raw data only."""
-    path = tmp_path_factory.mktemp("airflow-lake") / "lake"
-    _run([str(project_venv / "bin" / "demandlake"), "--lake", str(path), "generate",
-          "--users", "30", "--days", "3", "--start-date", "2026-11-01", "--workers", "1"])
+def raw_sample(project_venv, tmp_path_factory) -> Path:
+    """One raw sample for every way of running the chain: 30 users x 2 days from 2026-11-01,
+    with late events, repeats, a conflicting id, bad records and Chinese and English reviews
+    (``demandlake generate --faults``)."""
+    path = tmp_path_factory.mktemp("airflow-raw") / "raw"
+    _run([str(project_venv / "bin" / "demandlake"), "--lake", str(path.parent / "unused"),
+          "generate", "--out", str(path), "--users", "30", "--days", "2",
+          "--start-date", "2026-11-01", "--workers", "1", "--faults"])
     return path
 
 
 @pytest.fixture(scope="session")
 def small_conf(tmp_path_factory) -> Path:
-    """The extra YAML the DAG passes as --conf-file: few partitions, no Derby start-up."""
+    """The extra YAML every run here is given (the DAG as --conf-file): few partitions, no Derby
+    start-up, one epoch of deterministic training."""
     path = tmp_path_factory.mktemp("airflow-conf") / "small.yaml"
     path.write_text(
         "lake:\n  catalog: in-memory\n"
-        "spark:\n  conf:\n"
+        "spark:\n  master: local[2]\n  conf:\n"
         '    spark.sql.shuffle.partitions: "2"\n'
         '    spark.default.parallelism: "2"\n'
         '    spark.sql.adaptive.enabled: "false"\n'
         '    spark.databricks.delta.snapshotPartitions: "1"\n'
+        '    spark.driver.memory: "2g"\n'
+        "training:\n  epochs: 1\n  deterministic: true\n  baselines: false\n"
+        "sentiment_model:\n  max_length: 48\n"
     )
     return path
 
@@ -145,9 +171,12 @@ def delta_jars(project_venv) -> str:
 
 
 @pytest.fixture
-def lake_variables(monkeypatch, airflow_db, lake, small_conf, delta_jars):
-    """The DAGs' Variables for the tiny lake, as AIRFLOW_VAR_* (read when templates render)."""
+def lake_variables(monkeypatch, airflow_db, raw_sample, small_conf, delta_jars, tmp_path):
+    """The DAGs' Variables for a new lake on the raw sample, as AIRFLOW_VAR_* (read when the
+    templates render); returns the lake's path."""
+    lake = tmp_path / "lake"
     monkeypatch.setenv("AIRFLOW_VAR_DEMANDLAKE_LAKE", str(lake))
+    monkeypatch.setenv("AIRFLOW_VAR_DEMANDLAKE_RAW_DIR", str(raw_sample))
     monkeypatch.setenv("AIRFLOW_VAR_DEMANDLAKE_CONF_FILE", str(small_conf))
     if delta_jars:
         monkeypatch.setenv("AIRFLOW_VAR_DEMANDLAKE_SPARK_JARS", delta_jars)

@@ -108,13 +108,25 @@ def features_kwargs(cfg: Config) -> dict:
             "gap_minutes": float(cfg.get("sessions.gap_minutes", 30))}
 
 
+def review_sentiment_as_of(spark: SparkSession, cfg: Config, snapshot_date: dt.date) -> DataFrame:
+    """``(user_id, sentiment)``: the serving model's probability that each of the user's reviews
+    is positive, for the reviews visible on ``snapshot_date`` (dated on or before it, or
+    undated), from gold.review_sentiment (the review_sentiment stage runs before features)."""
+    visible = F.col("review_date").isNull() | (F.col("review_date") <= F.lit(snapshot_date))
+    return (lake.read(spark, cfg, "gold.review_sentiment")
+            .where(F.col("user_id").isNotNull() & visible)
+            .select("user_id", F.col("probability").alias("sentiment")))
+
+
 def run_features(spark: SparkSession, cfg: Config, snapshot_date: dt.date,
                  sentiment: DataFrame | None = None) -> dict[str, int]:
     """Recompute gold.user_features for one snapshot date (replaces exactly that partition).
 
     Args:
         snapshot_date: features see events with event_date <= this date only.
-        sentiment: optional ``(user_id, sentiment)`` rows from the sentiment model.
+        sentiment: ``(user_id, sentiment)`` rows; default: ``review_sentiment_as_of`` (what the
+            review_sentiment stage has scored), so ``mean_review_sentiment`` is the mean of the
+            user's scored reviews (null for a user without one).
 
     The session statistics read silver.sessions (so ``run_sessions`` runs first, as in the
     nightly pipeline) unless ``features.sessions_from_silver`` is false.
@@ -128,6 +140,8 @@ def run_features(spark: SparkSession, cfg: Config, snapshot_date: dt.date,
                     if cfg.get("features.sessions_from_silver", True) else None)
         if sessions is not None and sessions.limit(1).count() == 0:
             sessions = None  # never sessionized: every user would be rebuilt from the events
+        if sentiment is None:
+            sentiment = review_sentiment_as_of(spark, cfg, snapshot_date)
 
         features = build_user_features(
             events, lake.read(spark, cfg, "bronze.reviews"), snapshot_date,
@@ -160,7 +174,8 @@ def history_bounds(events: DataFrame, start_quantile: float) -> tuple[dt.date, d
     return dt.date(1970, 1, 1) + dt.timedelta(days=int(row["first"])), row["last"]
 
 
-def run_sequence_examples(spark: SparkSession, cfg: Config) -> dict[str, int]:
+def run_sequence_examples(spark: SparkSession, cfg: Config,
+                          run_date: dt.date | None = None) -> dict[str, int]:
     """Rebuild gold.vocabularies and the training splits of gold.sequence_examples from the
     whole bronze history (rows of split ``score``, if any were stored, are kept).
 
@@ -168,7 +183,7 @@ def run_sequence_examples(spark: SparkSession, cfg: Config) -> dict[str, int]:
         Counts: cutoffs, examples per split, positive train labels, vocabulary sizes.
     """
     horizon = int(cfg.get("sequences.horizon_days", 7))
-    with runlog.tracked(spark, cfg, "sequence_examples", None) as run:
+    with runlog.tracked(spark, cfg, "sequence_examples", run_date) as run:
         events = lake.read(spark, cfg, "bronze.events")
         first, last = history_bounds(events, cfg.get("sequences.history_start_quantile", 0.001))
         fractions = cfg.get("sequences.split", {"train": 0.6, "validation": 0.2, "test": 0.2})
@@ -210,7 +225,7 @@ def build_scoring_sequences(spark: SparkSession, cfg: Config, run_date: dt.date,
     """Latest sequences of every user with an event on or before ``run_date`` (split ``score``,
     cutoff ``run_date + 1``, labels null), coded with ``vocab`` (gold.vocabularies rows; the
     current table when None; unseen tokens -> 1). Scoring passes the serving model's own
-    vocabulary (``pipeline_score.model_vocabulary``).
+    vocabulary (``pipeline.score.model_vocabulary``).
 
     Returns:
         A lazy DataFrame of gold.sequence_examples rows (the caller scores and writes it).
@@ -235,13 +250,14 @@ def build_scoring_sequences(spark: SparkSession, cfg: Config, run_date: dt.date,
         )
 
 
-def run_review_corpus(spark: SparkSession, cfg: Config) -> dict[str, int]:
+def run_review_corpus(spark: SparkSession, cfg: Config,
+                      run_date: dt.date | None = None) -> dict[str, int]:
     """Rebuild gold.review_corpus from all of bronze.reviews (a full recompute).
 
     Returns:
         Counts: reviews_read, rows, excluded_no_text, and rows per split.
     """
-    with runlog.tracked(spark, cfg, "review_corpus", None) as run:
+    with runlog.tracked(spark, cfg, "review_corpus", run_date) as run:
         reviews = lake.read(spark, cfg, "bronze.reviews")
         corpus = reviews.transform(
             review_corpus(cfg.get("reviews.split", {"train": 0.8, "validation": 0.1, "test": 0.1})))

@@ -137,11 +137,11 @@ def score_sequences(spark: SparkSession, cfg: Config, run_date: dt.date, users: 
                     model: serving.ServingModel) -> DataFrame:
     """Model scores of ``users`` (user_id, purchase_probability, top_categories as tokens).
 
-    The sequences come from ``pipeline_transform.build_scoring_sequences``; the Arrow
+    The sequences come from ``pipeline.transform.build_scoring_sequences``; the Arrow
     iterator-of-batches UDF (``mapInArrow``) loads the model once per Python worker
     (:mod:`demandlake.scoring.udfs`).
     """
-    from demandlake.pipeline_transform import build_scoring_sequences
+    from demandlake.pipeline.transform import build_scoring_sequences
 
     top_n = int(cfg.get("scoring.top_categories", 3))
     vocab = model_vocabulary(spark, cfg, model)
