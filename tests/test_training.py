@@ -287,6 +287,11 @@ def test_sequence_version_is_promoted_only_when_it_beats_serving(spark, cfg, seq
                                       "training.epochs": 1})
     second = train_sequence_model(spark, worse)
     assert second.version == 2 and not second.promoted
+    # Same vocabulary table and version: the champion was judged on the snapshot's own rows.
+    assert second.metrics["champion_validation"]["purchase_n"] == (
+        second.metrics["validation"]["purchase_n"])
+    assert client.get_run(second.run_id).data.tags["champion_validation_rows"].endswith(
+        "(same vocabulary)")
     assert tracking.serving_version("demandlake-sequence") == 1
 
     # The serving model scores a Spark DataFrame through mlflow.pyfunc.spark_udf.
@@ -300,6 +305,95 @@ def test_sequence_version_is_promoted_only_when_it_beats_serving(spark, cfg, seq
     assert len(scored) == 20
     assert scored["purchase_probability"].between(0, 1).all()
     assert all(len(ids) == 20 and min(ids) >= 2 for ids in scored["top_category_ids"])
+
+
+def _event(user: str, etype: str, item: str, category: str, when: dt.datetime) -> tuple:
+    """One bronze.events row (BRONZE_EVENTS order)."""
+    eid = f"{user}-{when:%Y%m%d%H%M%S}"
+    return (eid, user, None, etype, item, category, None, 9.0, None, None, when, None, "test",
+            "inline", f"h-{eid}", when.date())
+
+
+def test_the_champion_is_judged_on_the_validation_rows_coded_with_its_own_vocabulary(spark, cfg):
+    """gold.vocabularies is rebuilt before every training run, so item and category ids move:
+    the serving champion must be evaluated on the same validation users and cutoff dates coded
+    with the vocabulary IT was trained on (inputs and category labels), as scoring feeds it."""
+    import mlflow
+    import pyarrow as pa
+    from mlflow.tracking import MlflowClient
+    from pyspark.sql import functions as F
+
+    import test_scoring_lake as tl
+    from demandlake import lake, schemas
+    from demandlake.features.sequences import build_examples
+    from demandlake.pipeline.transform import run_sequence_examples
+    from demandlake.training.runner import train_sequence_model
+    from demandlake.training.tasks import make_task
+
+    # 10 days of events: 1-day horizon -> validation cutoffs 11-07 and 11-08, vocabulary
+    # through 11-06; every item counts (min_item_count 1), so new counts only reorder ids.
+    base = _cfg(epochs=1, save_all_ranks=False)
+    run_cfg = cfg.with_overrides({"training": base["training"],
+                                  "sequence_model": base["sequence_model"],
+                                  "sequences.max_length": L, "sequences.horizon_days": 1,
+                                  "sequences.min_item_count": 1, "sequences.min_events": 2})
+    events = tl.event_rows()
+
+    def rebuild_examples(rows):
+        lake.overwrite_all(spark, cfg, "bronze.events",
+                           spark.createDataFrame(rows, schemas.BRONZE_EVENTS))
+        run_sequence_examples(spark, run_cfg)
+        return lake.read(spark, cfg, "gold.vocabularies").toPandas()
+
+    first_vocab = rebuild_examples(events)
+    first = train_sequence_model(spark, run_cfg)
+    assert first.promoted and first.version == 1
+
+    def ids(vocab: pd.DataFrame, name: str) -> dict[str, int]:
+        return {t: i for v, t, i in vocab[["vocab", "token", "id"]].itertuples(index=False)
+                if v == name and i > 1}
+
+    # A fan of the rarest category's rarest item, inside the vocabulary window, makes both the
+    # most frequent: ids are reassigned before the second run.
+    rare_category = max(ids(first_vocab, "category").items(), key=lambda kv: kv[1])[0]
+    rare_item = max(((t, i) for t, i in ids(first_vocab, "item").items()
+                     if any(x[0] == t and x[1] == rare_category for x in tl.ITEMS)),
+                    key=lambda kv: kv[1])[0]
+    fan = [_event("fan01", "view", rare_item, rare_category,
+                  dt.datetime(2026, 11, 2 + n % 4, 9, n)) for n in range(40)]
+    second_vocab = rebuild_examples(events + fan)
+    for name, token in (("item", rare_item), ("category", rare_category)):
+        assert ids(second_vocab, name)[token] == 2 != ids(first_vocab, name)[token]
+    assert set(ids(second_vocab, "category")) == set(ids(first_vocab, "category"))
+
+    second = train_sequence_model(spark, run_cfg)
+    assert second.version == 2
+
+    # Expected: the validation rows of the second snapshot, built here with the FIRST
+    # vocabulary, scored by version 1 and summarised with the task's metric functions.
+    stored = (lake.read(spark, cfg, "gold.sequence_examples")
+              .where(F.col("split") == "validation").select("user_id", "cutoff_date"))
+    cutoffs = sorted(r[0] for r in stored.select("cutoff_date").distinct().collect())
+    assert cutoffs == [dt.date(2026, 11, 7), dt.date(2026, 11, 8)]
+    rows = (build_examples(lake.read(spark, cfg, "bronze.events"),
+                           spark.createDataFrame(first_vocab, schemas.GOLD_VOCABULARIES),
+                           [(c, "validation") for c in cutoffs], max_length=L, horizon_days=1,
+                           price_buckets=run_cfg["sequences.price_buckets"], with_labels=True,
+                           min_events=2)
+            .join(stored, on=["user_id", "cutoff_date"], how="left_semi").toPandas())
+    assert len(rows) == stored.count() > 30
+    mlflow.set_tracking_uri(tracking.tracking_uri(run_cfg))
+    champion = mlflow.pyfunc.load_model("models:/demandlake-sequence/1")
+    task = make_task("sequence", run_cfg.data, {"vocab_sizes": VOCAB})  # sizes unused here
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    expected = task.eval_metrics(task.eval_sums(table, champion.predict(task.frame(table))))
+
+    assert 0 < expected["purchase_positive_rate"] < 1 and expected["categories_n_with_purchase"]
+    assert second.metrics["champion_validation"] == pytest.approx(expected, rel=1e-6, abs=1e-9,
+                                                                  nan_ok=True)
+    logged = MlflowClient().get_run(second.run_id).data.metrics
+    assert logged["champion_validation_purchase_pr_auc"] == pytest.approx(
+        expected["purchase_pr_auc"], rel=1e-6)
 
 
 def test_is_better_needs_a_strict_finite_improvement():

@@ -174,6 +174,17 @@ def history_bounds(events: DataFrame, start_quantile: float) -> tuple[dt.date, d
     return dt.date(1970, 1, 1) + dt.timedelta(days=int(row["first"])), row["last"]
 
 
+def training_example_settings(cfg: Config) -> dict:
+    """``build_examples``' settings for labelled training examples, from the config: the one
+    place they are read (the training examples here, and the champion's validation rows that
+    ``training.runner`` rebuilds with the champion's vocabulary must differ only in their ids)."""
+    return {"max_length": int(cfg.get("sequences.max_length", 50)),
+            "horizon_days": int(cfg.get("sequences.horizon_days", 7)),
+            "price_buckets": cfg.get("sequences.price_buckets",
+                                     [0, 10, 20, 50, 100, 200, 500, 1000]),
+            "with_labels": True, "min_events": int(cfg.get("sequences.min_events", 2))}
+
+
 def run_sequence_examples(spark: SparkSession, cfg: Config,
                           run_date: dt.date | None = None) -> dict[str, int]:
     """Rebuild gold.vocabularies and the training splits of gold.sequence_examples from the
@@ -195,15 +206,14 @@ def run_sequence_examples(spark: SparkSession, cfg: Config,
                         "splits need gaps of a horizon between them); a model trained without "
                         "validation data is not promoted: more days of history are needed",
                         "/".join(missing), first, last, horizon)
+        if not plan:  # a new lake's first days: nothing to learn from yet
+            run.add(cutoffs=0, history_first=first, history_last=last)
+            return {"cutoffs": 0}
         through = vocabulary_through(plan, horizon)
         vocab = build_vocabularies(events, through, int(cfg.get("sequences.min_item_count", 2)))
         lake.overwrite_all(spark, cfg, "gold.vocabularies", vocab)
-        examples = build_examples(
-            events, lake.read(spark, cfg, "gold.vocabularies"), plan,
-            max_length=int(cfg.get("sequences.max_length", 50)), horizon_days=horizon,
-            price_buckets=cfg.get("sequences.price_buckets", [0, 10, 20, 50, 100, 200, 500, 1000]),
-            with_labels=True, min_events=int(cfg.get("sequences.min_events", 2)),
-        )
+        examples = build_examples(events, lake.read(spark, cfg, "gold.vocabularies"), plan,
+                                  **training_example_settings(cfg))
         lake.overwrite_where(spark, cfg, "gold.sequence_examples", examples,
                              TRAINING_SPLITS_PREDICATE)
         stored = lake.read(spark, cfg, "gold.sequence_examples").where(TRAINING_SPLITS_PREDICATE)

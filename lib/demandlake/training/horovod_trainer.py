@@ -19,7 +19,8 @@ What a rank does:
    rank 0 (model, optimizer, epoch, RNG states; the data order is a pure function of
    ``(seed, epoch, rank)``), metrics logged to MLflow by rank 0 only;
 7. at the end: evaluation of the new model and of the serving champion (when given) on the same
-   validation shards through their pyfunc wrappers, then rank 0 logs plots and the model.
+   validation rows through their pyfunc wrappers (the champion's copy of them coded with its own
+   vocabulary when the driver rebuilt one), then rank 0 logs plots and the model.
 
 Every line that exists only for distribution is marked ``# Horovod: ...``.
 """
@@ -216,7 +217,9 @@ def train(task: str, cfg: dict, data_spec: dict, out_dir: str) -> dict:
         data_spec: from the driver: ``splits`` ({split: {"split", "files"}}), ``table_version``,
             task facts (``vocab_sizes``...), optional ``mlflow`` ({"tracking_uri", "run_id"}),
             optional ``champion_uri`` (the serving model to evaluate on the same validation
-            data) and ``launcher``.
+            data), optional ``champion_splits`` ({split: {"split", "files"}}: those rows coded
+            with the champion's own vocabulary, when it differs from ``splits``') and
+            ``launcher``.
         out_dir: shared folder for checkpoints and the result (rank 0 writes).
 
     Returns:
@@ -494,27 +497,52 @@ def _empty(t, model):
     return y, out
 
 
+def _champion_tables(t, data_spec, rank, size) -> dict | None:
+    """This rank's shard of the rows the driver coded with the champion's own vocabulary
+    (``champion_splits``), or None when there are none (the champion shares the new model's
+    vocabulary, or has no vocabulary table: sentiment); the shared tables serve then."""
+    from demandlake.training.data import read_shard
+
+    specs = data_spec.get("champion_splits")
+    if not specs:
+        return None
+    return {split: read_shard(spec, rank, size, t.columns, t.row_filter)
+            for split, spec in specs.items()}
+
+
 def _final_evaluation(t, model, tables, counts, data_spec, hvd, rank, ev) -> dict:
-    """Metrics of the new model (and the champion) per split, through the pyfunc wrappers."""
+    """Metrics of the new model (and the champion) per split, through the pyfunc wrappers.
+
+    The champion is judged on validation rows coded as scoring codes its inputs: its own copy
+    of them when the driver rebuilt one with its vocabulary, else the new model's shards.
+    """
     from demandlake.training import predictors
 
     cls = getattr(predictors, t.predictor_class_name)
     candidate = cls(t.pyfunc_meta(), t.serving_model(model))
-    models = {"model": candidate}
+    # who -> (pyfunc, this rank's tables, every rank's row counts of them)
+    judged = {"model": (candidate, tables, counts)}
     champion_uri = data_spec.get("champion_uri")
     if champion_uri:
         import mlflow
 
         mlflow.set_tracking_uri(data_spec["mlflow"]["tracking_uri"])
-        models["champion"] = mlflow.pyfunc.load_model(champion_uri)
+        own = _champion_tables(t, data_spec, rank, hvd.size())
+        if own is None:
+            own, own_counts = tables, counts
+        else:
+            # Horovod: every rank learns every shard size, so all evaluate or skip together.
+            own_counts = hvd.allgather_object({s: (tab.num_rows if tab is not None else 0)
+                                               for s, tab in own.items()})
+        judged["champion"] = (mlflow.pyfunc.load_model(champion_uri), own, own_counts)
     result: dict = {"metrics": {}, "sums": {}}
     for split in ("validation", "test"):
-        if not any(c.get(split) for c in counts):
-            continue
-        tab = tables.get(split)
-        for who, m in models.items():
+        for who, (m, split_tables, split_counts) in judged.items():
             if who == "champion" and split != "validation":
                 continue
+            if not any(c.get(split) for c in split_counts):
+                continue
+            tab = split_tables.get(split)
             if tab is not None and tab.num_rows:
                 sums = t.eval_sums(tab, m.predict(t.frame(tab)))
             else:

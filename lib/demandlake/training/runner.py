@@ -7,6 +7,11 @@ The entry points the pipeline calls::
 
 The driver never collects training data: it pins the Delta version, passes the Parquet file list
 of each split to the ranks and only receives metrics back.
+
+The serving champion is judged on the same validation rows as the new model, coded the way
+scoring feeds it: gold.vocabularies is rebuilt with every set of sequence examples, so when the
+champion was trained on another version of it the driver rebuilds those rows (same users and
+cutoff dates) with the champion's own vocabulary (:func:`champion_validation_splits`).
 """
 from __future__ import annotations
 
@@ -16,14 +21,19 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from demandlake.config import Config, local_path
+
+if TYPE_CHECKING:
+    from demandlake.scoring.serving import ServingModel
 
 log = logging.getLogger(__name__)
 
 SECTIONS = {"sequence": ("training", "sequence_model", "sequences"),
             "sentiment": ("training", "sentiment_model")}
+# Under the run's out_dir: the validation rows coded with the serving champion's vocabulary.
+CHAMPION_VALIDATION_DIR = "champion_validation"
 
 
 @dataclass
@@ -166,6 +176,13 @@ def train_model(spark, cfg: Config, task: str) -> TrainingResult:
                  "champion_uri": f"models:/{name}/{champion}" if champion else None}
     ok = False
     try:
+        if task == "sequence" and champion:
+            own = champion_validation_splits(
+                spark, cfg, registered_version(cfg, task, name, champion), snap,
+                data_params, out_dir)
+            if own:
+                data_spec["champion_splits"] = own
+            _tag_champion_rows(run_id, champion, bool(own))
         result = launch(task, cfg.data, data_spec, str(out_dir), spark=spark)
         metrics = result.get("metrics", {})
         baselines = {}
@@ -191,6 +208,126 @@ def train_model(spark, cfg: Config, task: str) -> TrainingResult:
         promoted=bool(promotion and promotion.promoted), table_version=version,
         metrics=metrics, baselines=baselines, out_dir=str(out_dir),
         seconds=time.monotonic() - t0)
+
+
+def registered_version(cfg: Config, task: str, name: str, version: int) -> ServingModel:
+    """A registered model version as scoring sees it (:class:`~demandlake.scoring.serving.
+    ServingModel`: URI, its training run and that run's params), looked up by version rather
+    than by alias, so the champion compared is the one ``train_model`` resolved even if the
+    alias moves meanwhile.
+
+    Args:
+        cfg: resolved configuration (tracking URI).
+        task: ``sequence`` or ``sentiment``.
+        name: registered model name.
+        version: the version.
+
+    Returns:
+        The version; ``params`` is empty when its run is gone (the model itself still loads).
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from demandlake.scoring.serving import ServingModel
+    from demandlake.training import tracking
+
+    client = MlflowClient()
+    run_id = client.get_model_version(name, str(version)).run_id or None
+    params: dict = {}
+    if run_id:
+        try:
+            params = dict(client.get_run(run_id).data.params)
+        except MlflowException as exc:
+            log.warning("no training run parameters for %s v%d: %s", name, version, exc)
+    return ServingModel(task, name, int(version), f"models:/{name}/{version}",
+                        tracking.tracking_uri(cfg), params, run_id)
+
+
+def shares_vocabulary(champion: ServingModel, data_params: dict) -> bool:
+    """Whether ``champion`` was trained on the gold.vocabularies table and version this run
+    trains on (``data.vocabularies_table_id`` and ``data.vocabularies_version`` of both runs);
+    then the snapshot's rows are already coded with its ids. Version numbers start over when
+    the table is created again, so the id must match too."""
+    keys = ("data.vocabularies_version", "data.vocabularies_table_id")
+    return all(champion.param(k) is not None and champion.param(k) == data_params.get(k)
+               for k in keys)
+
+
+def champion_validation_splits(spark, cfg: Config, champion: ServingModel, snap: dict,
+                               data_params: dict, out_dir: Path) -> dict:
+    """The snapshot's validation rows coded with the champion's own vocabulary, for the ranks.
+
+    Every id in a sequence example is a gold.vocabularies id, the category labels included,
+    and the table is rebuilt with every set of examples: fed the new ids, the champion would
+    see other items and categories than its users saw and be scored against relabelled
+    targets. Scoring codes sequences with the model's own vocabulary
+    (``pipeline.score.model_vocabulary``); the champion is judged the same way, on the same
+    rows (users and cutoff dates) rebuilt from bronze.events with the settings the stored rows
+    were built with. Tokens the champion never saw map to OOV (1), so its ids stay within its
+    embeddings even when the new vocabulary is larger.
+
+    Args:
+        spark: the session.
+        cfg: resolved configuration.
+        champion: the serving version (:func:`registered_version`).
+        snap: :func:`~demandlake.training.data.snapshot_spec` of gold.sequence_examples.
+        data_params: this run's ``data.*`` params (its vocabulary table id and version).
+        out_dir: the run's folder; the rows go to ``CHAMPION_VALIDATION_DIR`` in it.
+
+    Returns:
+        ``{}`` when the champion shares this run's vocabulary or there is no validation split
+        (the shared rows serve), else ``{"validation": {"split", "files"}}``.
+
+    Raises:
+        RuntimeError: from ``model_vocabulary`` when the champion's vocabulary exists nowhere
+            any more (scoring with it fails the same way).
+    """
+    from pyspark.sql import functions as F
+
+    from demandlake import lake
+    from demandlake.features.sequences import build_examples
+    from demandlake.pipeline.score import model_vocabulary
+    from demandlake.pipeline.transform import training_example_settings
+
+    if shares_vocabulary(champion, data_params) or not snap["splits"].get(
+            "validation", {}).get("files"):
+        return {}
+    keys = (spark.read.format("delta").option("versionAsOf", snap["version"])
+            .load(snap["location"])
+            .where((F.col("split") == "validation") & F.col("label_purchase").isNotNull())
+            .select("user_id", "cutoff_date").distinct())
+    cutoffs = sorted(r["cutoff_date"] for r in keys.select("cutoff_date").distinct().collect())
+    if not cutoffs:
+        return {}
+    vocab = model_vocabulary(spark, cfg, champion)
+    # Examples of a user depend on that user's events only: the other users are skipped.
+    events = lake.read(spark, cfg, "bronze.events").join(
+        keys.select("user_id").distinct(), on="user_id", how="left_semi")
+    rows = (build_examples(events, vocab, [(c, "validation") for c in cutoffs],
+                           **training_example_settings(cfg))
+            .join(keys, on=["user_id", "cutoff_date"], how="left_semi"))
+    # Plain Parquet, overwritten by a rerun: the ranks read these files as they read the snapshot.
+    target = (Path(out_dir) / CHAMPION_VALIDATION_DIR).resolve().as_uri()
+    rows.write.mode("overwrite").parquet(target)
+    written = spark.read.parquet(target)
+    n_rows, n_keys = written.count(), keys.count()
+    if n_rows != n_keys:  # e.g. events erased from bronze since the examples were built
+        log.warning("champion v%d: %d of %d validation rows could be rebuilt with its vocabulary",
+                    champion.version, n_rows, n_keys)
+    log.info("champion %s v%d: %d validation rows coded with its own vocabulary (trained on "
+             "gold.vocabularies v%s, this run on v%s)", champion.name, champion.version, n_rows,
+             champion.param("data.vocabularies_version"),
+             data_params.get("data.vocabularies_version"))
+    return {"validation": {"split": "validation", "files": sorted(written.inputFiles())}}
+
+
+def _tag_champion_rows(run_id: str, champion: int, own: bool) -> None:
+    """Record in the run which rows the champion's validation metrics come from."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient().set_tag(run_id, "champion_validation_rows",
+                           f"v{champion}: " + ("rebuilt with its own vocabulary" if own
+                                               else "the snapshot's (same vocabulary)"))
 
 
 def _sequence_baselines(spark, snap, tcfg, metrics, run_id, out_dir, ev) -> dict:

@@ -13,7 +13,9 @@ on the same validation data (both were evaluated by the same ranks on the same s
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import math
@@ -316,7 +318,11 @@ def register_and_promote(model_uri: str, name: str, run_id: str, new_metrics: Ma
 
     client = MlflowClient()
     previous = serving_version(name, alias)
-    mv = mlflow.register_model(model_uri, name, tags={"run_id": run_id, **(tags or {})})
+    # register_model prints "Successfully registered model ..." to stderr: keep it in the log.
+    with contextlib.redirect_stderr(io.StringIO()) as said:
+        mv = mlflow.register_model(model_uri, name, tags={"run_id": run_id, **(tags or {})})
+    for line in said.getvalue().splitlines():
+        log.info("mlflow: %s", line)
     version = int(mv.version)
     new_value = float(new_metrics.get(metric, float("nan")))
     current = None
