@@ -344,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # the CLI's one place to turn failures into a message + exit code
         log.error("%s failed", args.command, exc_info=True, extra=FILE_ONLY)  # traceback: the file
-        print(f"demandlake {args.command}: failed: {type(exc).__name__}: {exc}\n"
+        first = (str(exc).strip().splitlines() or [""])[0][:500]  # Java errors run for pages
+        print(f"demandlake {args.command}: failed: {type(exc).__name__}: {first}\n"
               f"(traceback in {_LOGS.python})", file=sys.stderr)
         return 1
     log.info("%s finished in %.1fs", args.command, time.monotonic() - t0)

@@ -69,14 +69,25 @@ def setup_logging(cfg: Config, command: str, console_level: str = "WARNING") -> 
     to_console = logging.StreamHandler(sys.stderr)
     to_console.setFormatter(_Brief("%(levelname)s %(name)s: %(message)s"))
     to_console.setLevel(level)
-    to_console.addFilter(lambda record: not getattr(record, "file_only", False))
+    to_console.addFilter(_for_the_console)
     for h in (to_file, to_console):
         h._demandlake = True
         root.addHandler(h)
     root.setLevel(min(level, logging.INFO))
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Libraries' warnings (UserWarning & co.) and MLflow's own records go through logging, so
+    # to the file; MLflow would otherwise install its own console handler when imported.
+    logging.captureWarnings(True)
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     return logs
+
+
+def _for_the_console(record: logging.LogRecord) -> bool:
+    """The project's own warnings and anybody's errors; the rest stays in the log file."""
+    if getattr(record, "file_only", False):
+        return False
+    return record.levelno >= logging.ERROR or record.name.split(".")[0] == "demandlake"
 
 
 class _Brief(logging.Formatter):

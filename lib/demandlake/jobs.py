@@ -73,6 +73,7 @@ def run_job(stage: str, argv: list[str] | None = None) -> int:
             run_graph(spark, cfg, [graph.stage(stage)], d, reporter, {stage: options})
     except Exception as exc:
         log.error("%s failed", stage, exc_info=True)  # the whole traceback, in the task's log
-        print(f"{stage} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        first = (str(exc).strip().splitlines() or [""])[0][:500]
+        print(f"{stage} failed: {type(exc).__name__}: {first}", file=sys.stderr)
         return 1
     return 0

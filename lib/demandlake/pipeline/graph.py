@@ -79,7 +79,7 @@ def _train(model: str, table: str, when_missing: bool) -> Stage:
     return Stage(f"train_{model}", what + " (registered; promoted only when better)",
                  reads=(source,), writes=(table, f"registry:demandlake-{model}"),
                  options={"if_none_serving": True} if when_missing else {},
-                 headline=("skipped", "version", "promoted"))
+                 headline=("skipped", "reason", "version", "promoted"))
 
 
 TABLES_OF_TRAINING = {"sequence": "gold.sequence_examples", "sentiment": "gold.review_corpus"}

@@ -159,10 +159,13 @@ def score_sequences(spark: SparkSession, cfg: Config, run_date: dt.date, users: 
 
 def _segments(cfg: Config, active: DataFrame, n_users: int) -> tuple[DataFrame, str, dict]:
     windows = _windows(cfg)
-    k = max(1, min(int(cfg.get("scoring.segments.k", 5)), n_users))
     seed = int(cfg.get("scoring.segments.seed", 7))
     inputs = active.transform(sg.segment_inputs(windows)).transform(
         sg.stable_layout(int(cfg.get("scoring.segments.fit_partitions", 8))))
+    # Spark's KMeans fails (ArrayIndexOutOfBoundsException in its k-means|| start) when k is
+    # above the number of distinct points, which a new lake's first days reach.
+    distinct = inputs.drop("user_id").distinct().count()
+    k = max(1, min(int(cfg.get("scoring.segments.k", 5)), n_users, distinct))
     model = sg.segment_pipeline(k, seed, int(cfg.get("scoring.segments.max_iter", 30))).fit(inputs)
     names = sg.centroid_names(model, cfg.get("scoring.segments.rules") or {})
     log.info("segments: %s", names)

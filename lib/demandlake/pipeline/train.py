@@ -53,11 +53,24 @@ def run_train(spark: SparkSession, cfg: Config, run_date: dt.date | None, model:
             return {"skipped": 1}
         if model == "sequence":
             data = transform.run_sequence_examples(spark, cfg, run_date)
-            result = runner.train_sequence_model(spark, cfg)
+            sizes = {s: data.get(f"examples_{s}", 0) for s in ("train", "validation")}
         else:
             data = transform.run_review_corpus(spark, cfg, run_date)
-            result = runner.train_sentiment_model(spark, cfg)
+            sizes = {s: data.get(f"rows_{s}", 0) for s in ("train", "validation")}
         run.add(**{f"data.{k}": v for k, v in data.items()})
+        empty = [s for s, n in sizes.items() if not n]
+        if empty and if_none_serving:
+            # A new lake's first days: a model without training or validation rows could not be
+            # promoted, so the nightly goes on without one (forecasts fall back) until it can.
+            why = f"not enough history yet: no {' or '.join(empty)} rows"
+            log.info("train_%s for %s skipped: %s", model, run_date, why)
+            run.add(skipped=1, reason=why)
+            return {"skipped": 1, "reason": why}
+        if empty and not sizes["train"]:
+            raise ValueError(f"cannot train the {model} model: no training rows in the lake yet "
+                             f"({data})")
+        result = (runner.train_sequence_model(spark, cfg) if model == "sequence"
+                  else runner.train_sentiment_model(spark, cfg))
         counts = {"skipped": 0, "version": result.version, "promoted": int(result.promoted),
                   "seconds": round(result.seconds, 1), "run_id": result.run_id}
         run.add(**counts)
