@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     # TensorFlow's C++ start-up banner on every process that loads it (Spark's workers inherit it).
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from demandlake.config import load_config
     from demandlake.console import FILE_ONLY, setup_logging
 

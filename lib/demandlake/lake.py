@@ -271,6 +271,21 @@ def overwrite_all(spark: SparkSession, cfg: Config, name: str, df: DataFrame) ->
                 f"overwrite {name}")
 
 
+def append_once(spark: SparkSession, cfg: Config, name: str, df: DataFrame, txn_id: str) -> None:
+    """Append ``df`` unless a write with the same ``txn_id`` was already committed.
+
+    Delta's idempotent writes (``txnAppId``/``txnVersion``): a retried write of the same
+    records, after a commit whose answer was lost, is skipped by Delta itself. One plain append
+    job instead of a MERGE's join, for the small ops tables whose rows each carry a unique run id.
+    """
+    s = ensure_table(spark, cfg, name)
+    out = _conform(df, s)
+    _with_retry(lambda: (
+        out.write.format("delta").mode("append").option("txnAppId", txn_id)
+        .option("txnVersion", 0).save(s.location(cfg))
+    ), f"append {name}")
+
+
 def merge_insert(spark: SparkSession, cfg: Config, name: str, df: DataFrame,
                  keys: Iterable[str], prune: str | None = None) -> dict[str, int]:
     """Insert the rows of ``df`` whose key is not in the table yet (idempotent append).

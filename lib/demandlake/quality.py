@@ -172,14 +172,14 @@ def evaluate(spark: SparkSession, cfg: Config, table: str, df: DataFrame,
 
 def record(spark: SparkSession, cfg: Config, checks: Iterable[Check], run_id: str, stage: str,
            table: str, run_date: dt.date | None) -> None:
-    """Append the results to ops.quality_checks (MERGE on run, table and check: retry-safe)."""
+    """Append the results to ops.quality_checks (once per run and table: retry-safe)."""
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     rows = [(run_id, stage, table, run_date, c.name, c.blocking, c.passed, c.observed,
              c.threshold, c.message[:2000], now) for c in checks]
     if rows:
-        lake.merge_insert(spark, cfg, "ops.quality_checks",
-                          spark.createDataFrame(rows, schemas.QUALITY_CHECKS),
-                          ["run_id", "table_name", "check_name"])
+        lake.append_once(spark, cfg, "ops.quality_checks",
+                         spark.createDataFrame(rows, schemas.QUALITY_CHECKS),
+                         f"ops.quality_checks/{run_id}/{table}")
 
 
 def gate(spark: SparkSession, cfg: Config, table: str, df: DataFrame, run_date: dt.date | None,

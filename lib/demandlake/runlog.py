@@ -38,8 +38,8 @@ def write_run(spark: SparkSession, cfg: Config, run: Run, error: str | None = No
     row = (run.run_id, run.stage, run.run_date, run.status, run.started_at, finished,
            round(time.monotonic() - run._t0, 3), run.metrics, error)
     df = spark.createDataFrame([row], schemas.RUNS)
-    # MERGE on the unique run id: a retried write of the same record cannot duplicate it.
-    lake.merge_insert(spark, cfg, "ops.runs", df, ["run_id"])
+    # Keyed by the unique run id: a retried write of the same record cannot duplicate it.
+    lake.append_once(spark, cfg, "ops.runs", df, f"ops.runs/{run.run_id}")
 
 
 @contextlib.contextmanager
