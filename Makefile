@@ -10,6 +10,9 @@ PYTEST_ARGS ?=
 bootstrap:
 	@scripts/bootstrap.sh >/dev/null
 
+# This clone's code, whatever clone the shared venv's editable install points at (bootstrap.sh).
+export PYTHONPATH := $(CURDIR)/lib$(if $(PYTHONPATH),:$(PYTHONPATH),)
+
 nightly:
 	@VENV=$$(scripts/bootstrap.sh) && "$$VENV/bin/demandlake" --lake "$(LAKE)" nightly $(if $(RUN_DATE),--run-date $(RUN_DATE),)
 

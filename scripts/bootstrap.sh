@@ -39,8 +39,14 @@ else
   log "reusing virtual environment $VENV"
 fi
 
-# The package itself: editable, so the clone being run is the code being run (cheap, every time).
-"$VENV/bin/pip" install -q --no-deps --no-build-isolation -e "$ROOT" >&2
+# The package itself, editable, for the `demandlake` command in the venv. The venv is shared by
+# every clone on the machine (keyed by requirements.txt), so it is installed from the first clone
+# and kept, unless the clone it points at is gone: re-pointing it at every bootstrap would switch
+# the code under another clone's running commands. `make` runs each clone's own code whatever
+# the venv points at (PYTHONPATH=<clone>/lib, inherited by Spark's Python workers).
+if ! (cd / && "$VENV/bin/python" -c 'import demandlake' 2>/dev/null); then
+  "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e "$ROOT" >&2
+fi
 
 # Horovod: no wheels on PyPI, so build from source once and cache the wheel.
 if [ "${DEMANDLAKE_SKIP_HOROVOD:-0}" != "1" ]; then

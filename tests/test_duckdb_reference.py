@@ -18,14 +18,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from pyspark.sql import functions as F
 
-duckdb = pytest.importorskip("duckdb")
-
-from pyspark.sql import functions as F  # noqa: E402
-
-from demandlake import lake, schemas, synth  # noqa: E402
-from demandlake.config import load_config  # noqa: E402
-from demandlake.pipeline.transform import run_features, run_sessions  # noqa: E402
+from demandlake import lake, schemas, synth
+from demandlake.config import load_config
+from demandlake.pipeline.transform import run_features, run_sessions
 
 ROOT = Path(__file__).resolve().parents[1]
 START = dt.date(2026, 11, 1)

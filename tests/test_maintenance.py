@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-import test_user_features as uf
 from demandlake import cli, lake, maintenance, schemas
+from helpers import feature_events
 
 
 def _load_in_pieces(spark, cfg, pieces: int = 4) -> None:
     """The hand-made events, one MERGE per slice: several small files per date partition."""
     for i in range(pieces):
-        rows = uf.EVENTS[i::pieces]
+        rows = feature_events.EVENTS[i::pieces]
         lake.merge_insert(spark, cfg, "bronze.events",
                           spark.createDataFrame(rows, schemas.BRONZE_EVENTS), ["event_id"])
 

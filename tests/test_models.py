@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import collections
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from demandlake.models import build_sentiment_model, build_sequence_model  # noqa: E402
-from demandlake.training import evaluate as ev  # noqa: E402
-from demandlake.training import text as tx  # noqa: E402
-from demandlake.training.data import shard_plan  # noqa: E402
-from demandlake.training.horovod_trainer import epoch_order  # noqa: E402
+from demandlake.models import build_sentiment_model, build_sequence_model
+from demandlake.training import evaluate as ev
+from demandlake.training import text as tx
+from demandlake.training.data import shard_plan
+from demandlake.training.horovod_trainer import epoch_order
 
 VOCAB = {"item": 50, "category": 10, "event_type": 6}
 L = 8
@@ -290,4 +289,16 @@ def test_the_gpu_benchmark_script_runs_the_same_model_through_plain_keras(tmp_pa
         capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (row,) = json.loads(out.read_text())["results"]
-    assert row["examples_per_s"] > 0 and row["params"] > 1000
+    # It measured the model the library builds from those flags (length 30, 8 static features,
+    # hidden 64, item 32, category 16: the script's defaults), not some other one.
+    want = build_sequence_model({"item": 100, "category": 10, "event_type": 8, "price_bucket": 12},
+                                30, 8, 10, encoder="lstm", hidden=64, item_dim=32,
+                                category_dim=16).count_params()
+    assert row["params"] == want
+    assert (row["encoder"], row["precision"], row["batch"], row["steps_per_epoch"]) == (
+        "lstm", "fp32", 8, 2)
+    # examples/s: the 16 examples of an epoch over the later epochs' mean time (3 decimals kept).
+    steady = row["steady_epoch_s"]
+    assert steady > 0 and 16 / (steady + 5e-4) - 1 <= row["examples_per_s"] <= 16 / max(
+        steady - 5e-4, 1e-9) + 1
+    assert np.isfinite(row["final_loss"]) and row["final_loss"] > 0

@@ -10,7 +10,7 @@ from pyspark.sql import types as T
 
 from demandlake import lake, quality, schemas
 from demandlake.pipeline.transform import run_features
-from test_user_features import SNAPSHOT, load_bronze
+from helpers.feature_events import SNAPSHOT, load_bronze
 
 D0 = dt.date(2026, 11, 1)
 NULLABLE_FORECASTS = T.StructType([T.StructField(f.name, f.dataType, True)

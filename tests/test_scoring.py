@@ -1,8 +1,9 @@
 """Nightly scoring: forecasts, profiles, recommendations and review sentiment.
 
-The end-to-end tests share one tiny scored lake (``test_scoring_lake.build``: a dry run, a
-sentiment run and two scoring runs of the same date); expectations are computed from the inline
-input rows, not from the code under test. The pure transforms are tested on a few typed rows.
+The end-to-end tests share one tiny scored lake (the ``scored_lake`` fixture, built by
+tests/helpers/scored_lake.py: a dry run, a sentiment run and two scoring runs of the same date);
+expectations are computed from the inline input rows or the served models, not from the code
+under test. The pure transforms are tested on a few typed rows.
 """
 from __future__ import annotations
 
@@ -12,26 +13,18 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from chispa import assert_approx_df_equality
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-pytest.importorskip("tensorflow")
-
-from chispa import assert_approx_df_equality  # noqa: E402
-from pyspark.sql import functions as F  # noqa: E402
-from pyspark.sql import types as T  # noqa: E402
-
-import test_scoring_lake as tl  # noqa: E402
-from demandlake.scoring import forecasts as fc  # noqa: E402
-from demandlake.scoring import profiles as pr  # noqa: E402
-from demandlake.scoring import segments as sg  # noqa: E402
-from demandlake.scoring import sentiment as st  # noqa: E402
+from demandlake.scoring import forecasts as fc
+from demandlake.scoring import profiles as pr
+from demandlake.scoring import segments as sg
+from demandlake.scoring import sentiment as st
+from helpers import scored_lake as tl
 
 KEYS = {"gold.demand_forecasts": ["user_id"], "gold.user_profiles": ["user_id"],
         "gold.recommendations": ["user_id", "rank"]}
-
-
-@pytest.fixture(scope="module")
-def scored(spark, tmp_path_factory):
-    return tl.build(spark, tmp_path_factory.getbasetemp() / "scored_lake")
 
 
 def _expected_active_users() -> set[str]:
@@ -56,65 +49,122 @@ def _plain(v):
 
 
 # ---- end to end ---------------------------------------------------------------------------------
-def test_dry_run_computes_everything_but_writes_no_output_table(scored):
-    assert scored.dry_tables == {n: 0 for n in tl.OUTPUT_TABLES}
+def test_dry_run_computes_everything_but_writes_no_output_table(scored_lake):
+    assert scored_lake.dry_tables == {n: 0 for n in tl.OUTPUT_TABLES}
     for key in ("users", "forecasts", "profiles", "recommendations"):
-        assert scored.dry_counts[key] == scored.first_counts[key] > 0
+        assert scored_lake.dry_counts[key] == scored_lake.first_counts[key] > 0
 
 
-def test_rerunning_the_same_date_leaves_identical_tables(scored):
+def test_rerunning_the_same_date_leaves_identical_tables(scored_lake):
     for name, keys in KEYS.items():
-        assert _comparable(scored.first[name], keys) == _comparable(scored.second[name], keys), name
-        first_ids = set(scored.first[name]["run_id"])
-        second_ids = set(scored.second[name]["run_id"])
+        first, second = scored_lake.first[name], scored_lake.second[name]
+        assert _comparable(first, keys) == _comparable(second, keys), name
+        first_ids, second_ids = set(first["run_id"]), set(second["run_id"])
         assert len(first_ids) == len(second_ids) == 1 and first_ids != second_ids
 
 
-def test_every_active_user_gets_exactly_one_forecast_and_one_profile(scored):
+def test_every_active_user_gets_exactly_one_forecast_and_one_profile(scored_lake):
     expected = _expected_active_users()
     assert {"new01", "gone01"} <= expected
     for name in ("gold.demand_forecasts", "gold.user_profiles"):
-        users = scored.first[name]["user_id"]
+        users = scored_lake.first[name]["user_id"]
         assert users.is_unique and set(users) == expected, name
-    assert scored.first_counts["users"] == len(expected)
+    assert scored_lake.first_counts["users"] == len(expected)
 
 
-def test_a_user_the_models_never_saw_is_scored_by_the_model(scored):
-    f = scored.first["gold.demand_forecasts"].set_index("user_id")
+def test_a_user_the_models_never_saw_is_scored_by_the_model(scored_lake):
+    f = scored_lake.first["gold.demand_forecasts"].set_index("user_id")
     # new01's items are all out of the vocabulary: its sequence is OOV ids, still scored.
     assert f.loc["new01", "source"] == "model" and not f.loc["new01", "is_fallback"]
-    assert (f["model_version"] == scored.sequence_version).all()
+    assert (f["model_version"] == scored_lake.sequence_version).all()
     assert (f["model_name"] == "demandlake-sequence").all()
-    profiles = scored.first["gold.user_profiles"].set_index("user_id")
+    profiles = scored_lake.first["gold.user_profiles"].set_index("user_id")
     assert profiles.loc["new01", "first_seen"] == tl.RUN == profiles.loc["new01", "last_seen"]
     assert profiles.loc["gone01", "last_seen"] == tl.START
 
 
-def test_probabilities_and_risks_are_in_0_1(scored):
-    f = scored.first["gold.demand_forecasts"]
-    assert f["purchase_probability"].between(0, 1).all()
-    cats = [c for row in f["top_categories"] for c in row]
-    assert cats and all(0 <= c["probability"] <= 1 for c in cats)
-    assert all(len(row) <= 3 for row in f["top_categories"])
-    known = {c for _, c, _, _ in tl.ITEMS}
-    assert {c["category"] for c in cats} <= known
-    p = scored.first["gold.user_profiles"]
-    assert p["churn_risk"].between(0, 1).all()
-    assert p["purchase_probability"].equals(
-        f.set_index("user_id").loc[p["user_id"], "purchase_probability"].reset_index(drop=True))
-    assert scored.first["gold.review_sentiment"]["probability"].between(0, 1).all()
+def test_forecasts_are_the_serving_models_predictions_on_each_users_history(spark, scored_lake):
+    """Every forecast is the serving sequence model's own output for the user's history up to the
+    run date: P(purchase), and for the top categories P(purchase) * P(category | purchase)
+    (softmax head), named through the model's vocabulary. (The table clips both to [0, 1] and
+    its CHECK constraint holds them there, so a range check could not fail.)"""
+    from demandlake import lake, schemas
+    from demandlake.features.sequences import build_examples
+    from demandlake.scoring import udfs
+    from demandlake.training import tracking
+
+    cfg = scored_lake.cfg
+    assert cfg["sequence_model.category_head"] == "softmax"
+    model, _ = tracking.load_serving("demandlake-sequence", cfg=cfg)
+    vocab = lake.read(spark, cfg, "gold.vocabularies")  # never rebuilt: the model's own
+    events = spark.createDataFrame([r for r in tl.event_rows() if r[15] <= tl.RUN],
+                                   schemas.BRONZE_EVENTS)
+    history = build_examples(events, vocab, [(tl.RUN + dt.timedelta(days=1), "score")],
+                             max_length=int(cfg["sequences.max_length"]),
+                             horizon_days=int(cfg["sequences.horizon_days"]),
+                             price_buckets=cfg["sequences.price_buckets"], with_labels=False,
+                             min_events=1).toPandas().set_index("user_id")
+    want = model.predict(history[list(udfs.SEQUENCE_INPUTS)].reset_index(drop=True))
+    want.index = history.index
+    names = {r["id"]: r["token"] for r in vocab.where("vocab = 'category' AND id > 1").collect()}
+
+    f = scored_lake.first["gold.demand_forecasts"].set_index("user_id").sort_index()
+    assert set(f.index) == set(history.index) and not f["is_fallback"].any()
+    want = want.loc[f.index]
+    np.testing.assert_allclose(f["purchase_probability"], want["purchase_probability"],
+                               rtol=1e-5, atol=1e-7)
+    for user, got in f["top_categories"].items():
+        p, ids, scores = want.loc[user, ["purchase_probability", "top_category_ids",
+                                         "top_category_scores"]]
+        expected = [(names[i], p * s) for i, s in zip(ids[:3], scores[:3]) if i in names]
+        assert [c["category"] for c in got] == [n for n, _ in expected], user
+        np.testing.assert_allclose([c["probability"] for c in got], [q for _, q in expected],
+                                   rtol=1e-5, atol=1e-7, err_msg=user)
 
 
-def test_score_bands_follow_the_configured_thresholds(scored):
-    f = scored.first["gold.demand_forecasts"]
+def test_churn_risk_weighs_the_forecast_against_the_days_since_the_last_event(scored_lake):
+    """churn_risk = w * (1 - P(purchase)) + (1 - w) * min(days since last event / R, 1), with
+    the last event taken from the inline rows up to the run date."""
+    w = float(scored_lake.cfg["scoring.churn.weight"])
+    horizon = float(scored_lake.cfg["scoring.churn.recency_days"])
+    last: dict[str, dt.date] = {}
+    for r in tl.event_rows():
+        if r[15] <= tl.RUN:
+            last[r[1]] = max(last.get(r[1], r[15]), r[15])
+    p = scored_lake.first["gold.user_profiles"].set_index("user_id")
+    forecast = scored_lake.first["gold.demand_forecasts"].set_index("user_id")
+    assert set(p.index) == set(last)
+    want = {u: w * (1 - forecast.loc[u, "purchase_probability"])
+            + (1 - w) * min((tl.RUN - last[u]).days / horizon, 1.0) for u in p.index}
+    assert p["churn_risk"].to_dict() == pytest.approx(want, rel=1e-9, abs=1e-12)
+    assert (p["purchase_probability"] == forecast.loc[p.index, "purchase_probability"]).all()
+    assert {u: d for u, d in p["last_seen"].items()} == last
+
+
+def test_review_probabilities_are_the_sentiment_models_on_the_review_texts(scored_lake):
+    """Each review's probability is the serving sentiment model's on the review's own text (the
+    inline texts are already normalized: no titles, entities or extra spaces)."""
+    from demandlake.training import tracking
+
+    model, version = tracking.load_serving("demandlake-sentiment", cfg=scored_lake.cfg)
+    assert version == scored_lake.sentiment_version
+    texts = {r[0]: r[7] for r in tl.review_rows()}
+    rs = scored_lake.first["gold.review_sentiment"].set_index("review_id").sort_index()
+    assert set(rs.index) == set(texts)
+    want = model.predict(pd.DataFrame({"text": [texts[i] for i in rs.index]}))["probability"]
+    np.testing.assert_allclose(rs["probability"], want, rtol=1e-5, atol=1e-7)
+
+
+def test_score_bands_follow_the_configured_thresholds(scored_lake):
+    f = scored_lake.first["gold.demand_forecasts"]
     want = np.where(f["purchase_probability"] >= 0.5, "high",
                     np.where(f["purchase_probability"] >= 0.2, "medium", "low"))
     assert list(f["score_band"]) == list(want)
 
 
-def test_recommendations_never_include_items_the_user_bought(scored):
+def test_recommendations_never_include_items_the_user_bought(scored_lake):
     bought = {(r[1], r[4]) for r in tl.event_rows() if r[3] == "purchase" and r[15] <= tl.RUN}
-    recs = scored.first["gold.recommendations"]
+    recs = scored_lake.first["gold.recommendations"]
     assert len(recs) > 0 and set(recs["source"]) <= {"als", "category_popularity"}
     assert not {(u, i) for u, i in zip(recs["user_id"], recs["item_id"])} & bought
     for _, ranks in recs.groupby("user_id")["rank"]:
@@ -122,33 +172,33 @@ def test_recommendations_never_include_items_the_user_bought(scored):
     assert not recs.duplicated(["user_id", "item_id"]).any()
 
 
-def test_segments_are_named_and_profiles_carry_model_versions(scored):
-    p = scored.first["gold.user_profiles"]
+def test_segments_are_named_and_profiles_carry_model_versions(scored_lake):
+    p = scored_lake.first["gold.user_profiles"]
     assert set(p["segment"]) <= set(sg.SEGMENT_NAMES)
-    assert (p["sequence_model_version"] == scored.sequence_version).all()
-    assert (p["sentiment_model_version"] == scored.sentiment_version).all()
+    assert (p["sequence_model_version"] == scored_lake.sequence_version).all()
+    assert (p["sentiment_model_version"] == scored_lake.sentiment_version).all()
     assert set(p["segment_model"]) == {"kmeans k=4 seed=7"}
     assert set(p["value_tier"]) <= {"high", "medium", "low"}
     # u-users wrote reviews: their mean sentiment is the mean of their review probabilities.
-    rs = scored.first["gold.review_sentiment"]
+    rs = scored_lake.first["gold.review_sentiment"]
     want = rs.groupby("user_id")["probability"].mean()
     got = p.set_index("user_id")["review_sentiment"].dropna()
     assert set(got.index) == set(want.index)
     np.testing.assert_allclose(got.sort_index(), want.sort_index(), rtol=1e-9)
 
 
-def test_review_sentiment_labels_follow_the_planted_cue_words(scored):
-    rs = scored.first["gold.review_sentiment"]
-    assert len(rs) == len(tl.review_rows()) == scored.sentiment_counts["scored"]
+def test_review_sentiment_labels_follow_the_planted_cue_words(scored_lake):
+    rs = scored_lake.first["gold.review_sentiment"]
+    assert len(rs) == len(tl.review_rows()) == scored_lake.sentiment_counts["scored"]
     planted = {r[0]: ("negative" if r[4] == 1 else "positive") for r in tl.review_rows()}
     polar = rs[rs["label"] != "neutral"]
     agree = (polar["label"] == polar["review_id"].map(planted)).mean()
     assert len(polar) >= 0.6 * len(rs) and agree >= 0.85
-    assert (rs["model_version"] == scored.sentiment_version).all()
+    assert (rs["model_version"] == scored_lake.sentiment_version).all()
 
 
-def test_electronics_negative_share_rises_in_week_two(scored):
-    items = scored.first["gold.item_sentiment"]
+def test_electronics_negative_share_rises_in_week_two(scored_lake):
+    items = scored_lake.first["gold.item_sentiment"]
     cat = items[(items["level"] == "category") & (items["category"] == "electronics")]
     by_week = cat.set_index("week")
     later = by_week.loc[dt.date(2026, 11, 9)]
@@ -159,8 +209,8 @@ def test_electronics_negative_share_rises_in_week_two(scored):
     assert math.isnan(by_week.loc[dt.date(2026, 10, 26), "negative_trend"])  # no week before it
 
 
-def test_complaint_terms_of_electronics_are_negative_cue_words(scored):
-    terms = scored.first["gold.complaint_terms"]
+def test_complaint_terms_of_electronics_are_negative_cue_words(scored_lake):
+    terms = scored_lake.first["gold.complaint_terms"]
     elec = terms[terms["category"] == "electronics"].sort_values("rank")
     assert len(elec) > 0 and (elec["score"] > 0).all()
     negative_words = set(tl._NEG["en"]) | set(tl._NEG["zh"])
@@ -177,11 +227,11 @@ def _sequence_schema() -> T.StructType:
 
 
 @pytest.mark.parametrize("arrow", [False, True], ids=["mapInPandas", "mapInArrow"])
-def test_udf_scores_equal_direct_predict_on_the_same_rows(spark, scored, arrow):
+def test_udf_scores_equal_direct_predict_on_the_same_rows(spark, scored_lake, arrow):
     from demandlake.scoring import udfs
     from demandlake.training import tracking
 
-    cfg = scored.cfg
+    cfg = scored_lake.cfg
     model, version = tracking.load_serving("demandlake-sequence", cfg=cfg)
     L, rng = int(cfg["sequences.max_length"]), np.random.default_rng(4)
     rows = []
@@ -218,13 +268,13 @@ def test_udf_scores_equal_direct_predict_on_the_same_rows(spark, scored, arrow):
         np.testing.assert_allclose(gs, ws[:3], rtol=1e-5, atol=1e-7)
 
 
-def test_both_udf_paths_score_a_null_history_as_all_padding(spark, scored):
+def test_both_udf_paths_score_a_null_history_as_all_padding(spark, scored_lake):
     """A null sequence (the pyfunc signature refuses it, so it is not in the test above) is
     scored by both batch paths, as all padding, with the same numbers."""
     from demandlake.scoring import udfs
     from demandlake.training import tracking
 
-    cfg = scored.cfg
+    cfg = scored_lake.cfg
     _, version = tracking.load_serving("demandlake-sequence", cfg=cfg)
     L = int(cfg["sequences.max_length"])
     schema = _sequence_schema()

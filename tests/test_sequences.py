@@ -1,6 +1,8 @@
 """Sequence examples and vocabularies: cutoff plan, vocabulary ids, padding, OOV, labels."""
 from __future__ import annotations
 
+import collections
+import csv
 import datetime as dt
 import math
 
@@ -251,7 +253,16 @@ def test_sessions_features_and_examples_are_sensible_on_the_real_taobao_sample(s
     cutoffs = {s: [r[0] for r in stored.where(F.col("split") == s).select("cutoff_date").distinct()
                    .collect()] for s in ("train", "validation", "test")}
     assert ingested["new"] == 52_229 and users == 489
-    assert sessions["sessions"] > 2 * users
+    # Sessions by the documented rule, counted from the raw file: per user in time order, a gap
+    # of more than sessions.gap_minutes starts a new one (all 52,229 lines are distinct events).
+    times = collections.defaultdict(list)
+    with open(sample, newline="") as f:
+        for user, _, _, _, epoch_s in csv.reader(f):
+            times[user].append(int(epoch_s))
+    gap_s = 60 * float(cfg["sessions.gap_minutes"])
+    want = sum(1 + sum(b - a > gap_s for a, b in zip(ts, ts[1:]))
+               for ts in map(sorted, times.values()))
+    assert (len(times), sessions["sessions"]) == (users, want)
     assert features["users"] == users
     assert 0 < examples["positives_train"] < examples["examples_train"]
     assert examples["examples_validation"] > 0 and examples["examples_test"] > 0

@@ -323,7 +323,7 @@ def test_the_champion_is_judged_on_the_validation_rows_coded_with_its_own_vocabu
     from mlflow.tracking import MlflowClient
     from pyspark.sql import functions as F
 
-    import test_scoring_lake as tl
+    from helpers import scored_lake as tl
     from demandlake import lake, schemas
     from demandlake.features.sequences import build_examples
     from demandlake.pipeline.transform import run_sequence_examples

@@ -1,4 +1,8 @@
-"""User features: hand-computed values, point-in-time isolation, table constraints."""
+"""User features: hand-computed values, point-in-time isolation, table constraints.
+
+The hand-made rows (``EVENTS``: users a and b) are in tests/helpers/feature_events.py, which
+tests/test_quality.py and tests/test_maintenance.py load too.
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -9,42 +13,9 @@ from pyspark.sql import functions as F
 from demandlake import lake, schemas
 from demandlake.features.user_features import build_user_features
 from demandlake.pipeline.transform import run_features, run_sessions
-
-UTC = dt.timezone.utc
-SNAPSHOT = dt.date(2024, 3, 10)
-
-
-def ev(eid, user, when, etype="view", item=None, cat=None, price=None, qty=None, query=None,
-       brand=None):
-    t = dt.datetime.fromisoformat(when).replace(tzinfo=UTC)
-    return (eid, user, None, etype, item, cat, brand, price, qty, query, t, None, "test", "inline",
-            f"h-{eid}", t.date())
-
-
-def review(rid, user, day):
-    d = dt.date.fromisoformat(day)
-    return (rid, user, "i1", "c1", 5, None, None, "fine", "en",
-            dt.datetime.combine(d, dt.time(12), tzinfo=UTC), None, "test", "inline", f"h-{rid}", d)
-
-
-EVENTS = [
-    # user a: 2024-03-01 is a Friday, 03-09 a Saturday, 03-10 a Sunday
-    ev("a1", "a", "2024-03-01 09:00:00", "view", "i1", "c1", 10.0, brand="b1"),
-    ev("a2", "a", "2024-03-01 09:05:00", "cart", "i1", "c1", 10.0, 1, brand="b1"),
-    ev("a3", "a", "2024-03-01 09:10:00", "purchase", "i1", "c1", 10.0, 2, brand="b1"),
-    ev("a4", "a", "2024-03-09 20:00:00", "view", "i2", "c2", 40.0, brand="b2"),
-    ev("a5", "a", "2024-03-09 20:10:00", "cart", "i2", "c2", 40.0, brand="b2"),
-    ev("a6", "a", "2024-03-10 08:00:00", "search", query="  Red Shoes "),
-    # user b: three views of an expensive c1 item, no brand
-    ev("b1", "b", "2024-03-08 12:00:00", "view", "i3", "c1", 30.0),
-    ev("b2", "b", "2024-03-08 12:05:00", "view", "i3", "c1", 30.0),
-    ev("b3", "b", "2024-03-08 12:10:00", "view", "i3", "c1", 30.0),
-]
-AFTER_SNAPSHOT = [
-    ev("a7", "a", "2024-03-11 10:00:00", "purchase", "i2", "c2", 40.0),
-    ev("c1", "c", "2024-03-11 10:00:00", "view", "i9", "c9", 5.0),
-]
-REVIEWS = [review("r1", "a", "2024-03-05"), review("r2", "a", "2024-03-12")]
+from helpers.feature_events import (
+    AFTER_SNAPSHOT, EVENTS, REVIEWS, SNAPSHOT, ev, load_bronze,
+)
 
 
 def hours(**counts):
@@ -85,14 +56,6 @@ def test_build_user_features_rejects_empty_windows_and_non_positive_top_k(spark)
         build_user_features(events, reviews, SNAPSHOT, windows_days=[0, 7])
     with pytest.raises(ValueError):
         build_user_features(events, reviews, SNAPSHOT, top_k=0)
-
-
-def load_bronze(spark, cfg, events=EVENTS, reviews=REVIEWS) -> None:
-    """MERGE the hand-made events and reviews into the lake's bronze tables."""
-    lake.merge_insert(spark, cfg, "bronze.events",
-                      spark.createDataFrame(events, schemas.BRONZE_EVENTS), ["event_id"])
-    lake.merge_insert(spark, cfg, "bronze.reviews",
-                      spark.createDataFrame(reviews, schemas.BRONZE_REVIEWS), ["review_id"])
 
 
 def test_events_after_the_snapshot_change_nothing_in_a_recomputed_snapshot(spark, cfg):

@@ -1,6 +1,7 @@
-"""A tiny scored lake shared by tests/test_scoring.py and tests/test_queries.py (built once).
+"""A tiny scored lake: the ``scored_lake`` fixture of tests/conftest.py (built once a session).
 
-What it holds, all for run date ``RUN`` (2026-11-10):
+tests/test_scoring.py and tests/test_queries.py read it; tests/test_training.py reuses its inline
+event rows. What it holds, all for run date ``RUN`` (2026-11-10):
 
 * bronze.events: 30 regular users (``u00``..``u29``) with seeded random behaviour on 12 items in
   4 categories from 2026-11-01; ``new01`` seen only on the run date, on items the vocabulary has
@@ -15,7 +16,8 @@ What it holds, all for run date ``RUN`` (2026-11-10):
 
 ``build(spark, base)`` runs, in order: a dry run of ``run_score`` (must write nothing), then
 ``run_review_sentiment``, ``run_score`` twice (idempotency), and keeps the tables of each run.
-This module has no tests of its own.
+Then it MERGEs ``after_run_rows()`` into bronze.events, as the next nights' ingests would: the
+week after ``RUN`` (and a day beyond it), which the backtest queries of docs/queries.sql count.
 """
 from __future__ import annotations
 
@@ -76,6 +78,30 @@ def event_rows() -> list[tuple]:
         add("new01", ["view", "cart", "purchase"][n], RUN, 36000 + 60 * n, item)
     add("gone01", "view", START, 40000, ITEMS[0][0])
     add("gone01", "purchase", START, 40100, ITEMS[0][0])
+    return rows
+
+
+def after_run_rows() -> list[tuple]:
+    """bronze.events rows dated after ``RUN``, ingested once the scoring runs are done.
+
+    Purchases inside the 7 days after ``RUN`` (its last day included) by users with a profile,
+    a user who buys twice, views and carts that are not purchases, a purchase on the 8th day, and
+    a user first seen after ``RUN`` (no profile).
+    """
+    rows = []
+    for user, etype, days, item in [
+        ("u01", "purchase", 1, ITEMS[0][0]), ("u02", "purchase", 3, ITEMS[4][0]),
+        ("u02", "purchase", 4, ITEMS[5][0]), ("u05", "view", 2, ITEMS[1][0]),
+        ("u07", "cart", 2, ITEMS[2][0]), ("u08", "purchase", 7, ITEMS[7][0]),
+        ("u09", "purchase", 8, ITEMS[8][0]), ("new01", "purchase", 5, ITEMS[3][0]),
+        ("late01", "purchase", 2, ITEMS[6][0]),
+    ]:
+        day = RUN + dt.timedelta(days=days)
+        it = next(x for x in ITEMS if x[0] == item)
+        eid = hashlib.sha1(f"{user}|{etype}|{day}|after".encode()).hexdigest()[:16]
+        rows.append((eid, user, None, etype, item, it[1], it[2], it[3],
+                     1 if etype in ("cart", "purchase") else None, None, _ts(day, 43200), None,
+                     "test", "inline", eid, day))
     return rows
 
 
@@ -202,9 +228,6 @@ class ScoredLake:
     second: dict = field(default_factory=dict)
 
 
-_BUILT: dict[str, ScoredLake] = {}
-
-
 def _snapshot(spark, cfg, names) -> dict:
     from demandlake import lake
 
@@ -212,9 +235,8 @@ def _snapshot(spark, cfg, names) -> dict:
 
 
 def build(spark, base: Path) -> ScoredLake:
-    """Build (once per test session) and return the scored lake."""
-    if "lake" in _BUILT:
-        return _BUILT["lake"]
+    """Build the scored lake under ``base`` (the ``scored_lake`` fixture calls this once)."""
+    from demandlake import lake, schemas
     from demandlake.pipeline.score import run_review_sentiment, run_score
 
     cfg = lake_config(base)
@@ -229,9 +251,10 @@ def build(spark, base: Path) -> ScoredLake:
     first = _snapshot(spark, cfg, OUTPUT_TABLES + SENTIMENT_TABLES)
     second_counts = run_score(spark, cfg, RUN)
     second = _snapshot(spark, cfg, OUTPUT_TABLES)
-    _BUILT["lake"] = ScoredLake(cfg, seq_version, sent_version, dry_counts, dry_tables,
-                                sentiment_counts, first_counts, second_counts, first, second)
-    return _BUILT["lake"]
+    lake.merge_insert(spark, cfg, "bronze.events",
+                      spark.createDataFrame(after_run_rows(), schemas.BRONZE_EVENTS), ["event_id"])
+    return ScoredLake(cfg, seq_version, sent_version, dry_counts, dry_tables, sentiment_counts,
+                      first_counts, second_counts, first, second)
 
 
 def reset_catalog(spark, cfg, names=()) -> None:
