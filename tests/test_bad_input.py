@@ -88,6 +88,14 @@ CASES = [
      ["rating_out_of_range", "rating_out_of_range"]),
     ("same_file_twice_in_one_read", "canonical_events",
      lines(ev(event_id="a"), ev(event_id="a"), ev(event_id="a")), 1, 2, []),
+    # An object or array where an id belongs is not an id; a string that looks like JSON and a
+    # number are.
+    ("object_or_array_as_id", "canonical_events",
+     lines(ev(event_id="a", item_id={"a": 1}), ev(event_id="b", user_id=[1, 2]),
+           ev(event_id="c", item_id='{"a":1}'), ev(event_id="d", user_id=7, item_id=8)), 2, 0,
+     ["non_scalar_field", "non_scalar_field"]),
+    ("two_megabyte_extra_field", "canonical_events",
+     lines(ev(event_id="a", notes="x" * 2_000_000), ev(event_id="b")), 1, 0, ["oversize_field"]),
 ]
 
 
@@ -124,3 +132,16 @@ def test_cjk_and_emoji_text_survive_byte_for_byte(spark, cfg, tmp_path):
     path.write_bytes(lines(rev(text=text)))
     ingest_source(spark, cfg, "canonical_reviews", str(path), RUN)
     assert lake.read(spark, cfg, "bronze.reviews").select(F.col("text")).first()[0] == text
+
+
+def test_quarantine_details_name_the_offending_field(spark, cfg, tmp_path):
+    path = tmp_path / "fields.jsonl"
+    path.write_bytes(lines(ev(event_id="o", item_id={"a": 1}), ev(event_id="a", user_id=[1, 2]),
+                           ev(event_id="x", notes="\u00e9" * 1_000_000)))  # 2 bytes a character
+    ingest_source(spark, cfg, "canonical_events", str(path), RUN)
+    got = sorted((r.reason, r.detail) for r in lake.read(spark, cfg, "bronze.quarantine").collect())
+    assert got == [
+        ("non_scalar_field", "field item_id holds an object or an array, not a string or a number"),
+        ("non_scalar_field", "field user_id holds an object or an array, not a string or a number"),
+        ("oversize_field", "extra field notes has 2000000 bytes > 65536"),
+    ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from zoneinfo import ZoneInfo
 
 import pytest
 from pyspark.sql import functions as F
@@ -11,6 +12,7 @@ from demandlake import lake
 from demandlake.ingest.bronze import hmac_sha256, ingest_source, python_hmac
 
 RUN = dt.date(2026, 11, 14)
+UTC = dt.timezone.utc
 
 
 def _ev(**kw):
@@ -116,6 +118,51 @@ def test_rerun_of_same_input_leaves_tables_identical(spark, cfg, tmp_path):
     assert second["read"] == second["new"] + second["duplicates"] + second["quarantined"]
 
 
+def test_dates_are_lake_zone_dates_and_naive_times_are_source_zone_times(spark, cfg, tmp_path):
+    lake_tz, source_tz = ZoneInfo("Asia/Shanghai"), ZoneInfo("America/New_York")
+    cfg = cfg.with_overrides({"lake.timezone": "Asia/Shanghai", "ingest.max_future_hours": 24})
+    epoch = int(dt.datetime(2026, 11, 14, 18, tzinfo=UTC).timestamp())
+    spellings = {  # event id -> timestamp text and the UTC instant it names
+        "zulu": ("2026-11-14T20:00:00Z", dt.datetime(2026, 11, 14, 20, tzinfo=UTC)),
+        "offset": ("2026-11-14T09:30:00+08:00", dt.datetime(2026, 11, 14, 1, 30, tzinfo=UTC)),
+        "zone_name": ("2026-11-14 10:00:00 UTC", dt.datetime(2026, 11, 14, 10, tzinfo=UTC)),
+        "epoch": (str(epoch), dt.datetime(2026, 11, 14, 18, tzinfo=UTC)),
+    }
+    for eid, text in {"naive_noon": "2026-11-14 12:00:00", "naive_morning": "2026-11-14T09:30:00",
+                      "naive_late": "2026-11-15 10:59:59", "naive_too_late": "2026-11-15 11:00:01"
+                      }.items():
+        spellings[eid] = (text, dt.datetime.fromisoformat(text).replace(tzinfo=source_tz))
+    path = _write(tmp_path / "tz.jsonl",
+                  [_ev(event_id=e, timestamp=t) for e, (t, _) in spellings.items()])
+    counts = ingest_source(spark, cfg, "canonical_events", path, RUN, timezone="America/New_York")
+    # The future bound: the end of the run date in the lake's zone, plus 24 hours.
+    bound = (dt.datetime.combine(RUN + dt.timedelta(days=1), dt.time(), lake_tz)
+             + dt.timedelta(hours=24))
+    assert bound == dt.datetime(2026, 11, 15, 16, tzinfo=UTC)
+    expected = {e: (ts.astimezone(UTC).replace(tzinfo=None), ts.astimezone(lake_tz).date())
+                for e, (_, ts) in spellings.items() if ts <= bound}
+    got = {r.event_id: (r.event_ts, r.event_date)
+           for r in lake.read(spark, cfg, "bronze.events").collect()}
+    assert got == expected
+    assert (counts["new"], counts["quarantined"]) == (len(spellings) - 1, 1)
+    reasons = [r.reason for r in lake.read(spark, cfg, "bronze.quarantine").collect()]
+    assert reasons == ["timestamp_in_future"]
+
+
+def test_the_same_file_under_another_run_date_stores_no_quarantine_row_twice(spark, cfg, tmp_path):
+    bad = [_ev(event_id="neg", price=-3), "{broken", _ev(event_id="c", price=2), "{broken"]
+    path = _write(tmp_path / "ev.jsonl", [_ev(event_id="ok"), _ev(event_id="c", price=1), *bad])
+    first = ingest_source(spark, cfg, "canonical_events", path, RUN)
+    rows = lambda name: sorted(map(tuple, lake.read(spark, cfg, name).collect()), key=str)  # noqa: E731
+    before = (rows("bronze.events"), rows("bronze.quarantine"))
+    second = ingest_source(spark, cfg, "canonical_events", path, RUN + dt.timedelta(days=1))
+    assert (rows("bronze.events"), rows("bronze.quarantine")) == before
+    assert len(before[1]) == len(bad) and {r[-1] for r in before[1]} == {RUN}
+    # Quarantined again, stored once: the second run reports them as quarantined, not new.
+    assert first == {**first, "read": 6, "new": 2, "duplicates": 0, "quarantined": 4}
+    assert second == {**second, "read": 6, "new": 0, "duplicates": 2, "quarantined": 4}
+
+
 def test_events_without_ids_get_content_hash_ids_so_repeats_dedupe(spark, cfg, tmp_path):
     line = "1,2,3,pv,1511544070"
     path = _write(tmp_path / "tb.csv", [line, line, "1,2,3,buy,1511544071"])
@@ -126,8 +173,10 @@ def test_events_without_ids_get_content_hash_ids_so_repeats_dedupe(spark, cfg, t
 
 
 def test_taobao_real_sample_reconciles_and_maps_behaviours(spark, cfg, real_data):
+    # Unix seconds need no source zone; the lake's zone makes the dates Chinese local dates.
+    cfg = cfg.with_overrides({"lake.timezone": "Asia/Shanghai"})
     counts = ingest_source(spark, cfg, "taobao", str(real_data / "taobao_user_behavior_sample.csv"),
-                           dt.date(2017, 12, 3), timezone="Asia/Shanghai")
+                           dt.date(2017, 12, 3))
     assert counts["read"] == 52_229
     assert counts["read"] == counts["new"] + counts["duplicates"] + counts["quarantined"]
     by_type = dict(lake.read(spark, cfg, "bronze.events").groupBy("event_type").count().collect())
@@ -210,6 +259,37 @@ def test_pseudonymization_hashes_user_ids_with_hmac(spark, cfg, tmp_path, monkey
     assert "alice" not in raw and row.user_id in raw
 
 
+def test_pseudonymization_replaces_the_user_id_value_and_nothing_else(spark, cfg, tmp_path,
+                                                                     monkeypatch):
+    key = "k" * 24
+    monkeypatch.setenv("DEMANDLAKE_PSEUDONYM_KEY", key)
+    cfg = cfg.with_overrides({"ingest.pseudonymize_user_ids": True})
+    pseudo = "p-" + python_hmac(key.encode(), "1")[:32]
+    as_string = ('{"event_id": "e1", "user_id": "1", "event_type": "view", "item_id": "11", '
+                 '"price": -1.1, "timestamp": "2026-11-14T10:01:11+00:00"}')
+    as_number = ('{"event_id": "e2", "user_id": 1, "event_type": "teleport1", "item_id": "1", '
+                 '"note": "\\"user_id\\": 1", "timestamp": "2026-11-14T10:11:01Z"}')
+    escaped_key = ('{"event_id": "e3", "user\\u005fid": "1", "event_type": "view", "item_id": "1", '
+                   '"price": -1, "timestamp": "2026-11-14T10:00:01Z"}')
+    broken = '{"event_id": "e4", "user_id": "1", "event_ty'
+    path = _write(tmp_path / "ev.jsonl", [_ev(event_id="good1", user_id="1", price=1.1),
+                                          as_string, as_number, escaped_key, broken])
+    ingest_source(spark, cfg, "canonical_events", path, RUN)
+    ingest_source(spark, cfg, "taobao", _write(tmp_path / "tb.csv", ["1,11,1,pv,notatime1"]),
+                  RUN)
+    assert [r.user_id for r in lake.read(spark, cfg, "bronze.events").collect()] == [pseudo]
+    got = {(r.raw, r.reason, r.detail.endswith("could not be located to pseudonymize it"))
+           for r in lake.read(spark, cfg, "bronze.quarantine").collect()}
+    assert got == {
+        (as_string.replace('"user_id": "1"', f'"user_id": "{pseudo}"'), "negative_price", False),
+        (as_number.replace('"user_id": 1,', f'"user_id": "{pseudo}",'), "unknown_event_type",
+         False),
+        (None, "negative_price", True),    # the id is there but not where a parser finds it
+        (None, "malformed_record", True),  # cannot be parsed: no telling where the id is
+        (f"{pseudo},11,1,pv,notatime1", "bad_timestamp", False),
+    }
+
+
 def test_spark_hmac_matches_python_hmac(spark):
     key = b"secret-key-0123456789"
     got = spark.createDataFrame([("bob",), ("\u00e9\u4e2d",)], "v string") \
@@ -223,6 +303,71 @@ def test_pseudonymization_without_a_key_fails_clearly(spark, cfg, tmp_path, monk
     path = _write(tmp_path / "ev.jsonl", [_ev()])
     with pytest.raises(ValueError, match="DEMANDLAKE_PSEUDONYM_KEY"):
         ingest_source(spark, cfg, "canonical_events", path, RUN)
+
+
+def _table_rows(spark, cfg, name: str) -> list:
+    """Every row of a table, all columns, maps as sorted items: a multiset to compare whole."""
+    def canon(v):
+        return tuple(sorted(v.items())) if isinstance(v, dict) else v
+    rows = [tuple(canon(v) for v in r) for r in lake.read(spark, cfg, name).collect()]
+    return sorted(rows, key=repr)
+
+
+def test_history_in_one_batch_stores_what_the_day_by_day_replay_stores(spark, cfg, tmp_path):
+    from demandlake import synth
+    from demandlake.config import load_config
+    from demandlake.pipeline.ingest import run_ingest
+
+    raw = tmp_path / "raw"
+    synth.generate(raw, users=6, days=4, start_date="2026-11-01", seed=5, chunk_users=3)
+    planted = synth.plant_faults(raw, seed=5)  # late events, repeats, conflicts, bad records
+    assert planted["conflicting_duplicate"] == 3 and planted["bad"] == 12
+    d0, d1, d2, d3 = (dt.date(2026, 11, 1) + dt.timedelta(days=i) for i in range(4))
+
+    def ev(eid: str, price: float, ts: str) -> str:
+        return _ev(event_id=eid, user_id="h1", item_id="h9", price=price, timestamp=ts)
+
+    # Two ids each stored on d0 and sent again with the other one's content on d1, so that for
+    # one of them the later record has the smaller hash: the earlier file's record must win both.
+    # "ahead" is future for d0's run (end of d0 in Shanghai + 24 h = d1 16:00 UTC), not for d2's.
+    _write(raw / "events" / f"dt={d0}" / "part-extra.jsonl",
+           [ev("x", 1.0, f"{d0}T10:00:00Z"), ev("y", 2.0, f"{d0}T10:00:00Z"),
+            ev("ahead", 3.0, f"{d2}T06:00:00Z")])
+    _write(raw / "events" / f"dt={d1}" / "part-extra.jsonl",
+           [ev("x", 2.0, f"{d0}T10:00:00Z"), ev("y", 1.0, f"{d0}T10:00:00Z")])
+    _write(raw / "events" / "dt=latest" / "part-extra.jsonl", [ev("nodate", 1.0, f"{d0}T10:00:00Z")])
+    settings = {"lake.timezone": "Asia/Shanghai", "lake.raw_uri": str(raw)}
+    tables = ("bronze.events", "bronze.reviews", "bronze.quarantine")
+
+    replay = cfg.with_overrides(settings)
+    daily = [run_ingest(spark, replay, d, allow_missing=True) for d in (d0, d1, d2)]
+    expected = {name: _table_rows(spark, replay, name) for name in tables}
+
+    for db in ("bronze", "silver", "gold", "ops"):  # a second lake under the same table names
+        spark.sql(f"DROP DATABASE IF EXISTS `{db}` CASCADE")
+    batch = load_config(overrides=[f"lake.uri={tmp_path / 'lake2'}", "lake.catalog=in-memory"]
+                        ).with_overrides(settings)
+    totals = run_ingest(spark, batch, d2, history=True)
+
+    for name in tables:
+        assert _table_rows(spark, batch, name) == expected[name], name
+    for k in ("read", "new", "duplicates", "quarantined"):
+        assert totals[k] == sum(c[k] for c in daily), k
+    assert totals["read"] == totals["new"] + totals["duplicates"] + totals["quarantined"]
+    assert totals["dates"] == sorted({d for c in daily for d in c["dates"]})
+    run = lake.read(spark, batch, "ops.runs").first()
+    assert (run.run_date, run.metrics["history"]) == (d2, f"{d0}..{d2}")
+    # What the replay must have stored, from the files written above (not from either run).
+    events = {r.event_id: r for r in lake.read(spark, batch, "bronze.events").collect()}
+    assert (events["x"].price, events["y"].price) == (1.0, 2.0) and "nodate" not in events
+    quarantine = lake.read(spark, batch, "bronze.quarantine").collect()
+    mine = sorted((json.loads(r.raw)["event_id"], r.reason, r.ingest_date) for r in quarantine
+                  if r.source_file.endswith("part-extra.jsonl"))
+    assert mine == [("ahead", "timestamp_in_future", d0), ("x", "conflicting_duplicate_id", d1),
+                    ("y", "conflicting_duplicate_id", d1)]
+    files = {r.source_file for name in tables for r in lake.read(spark, batch, name).collect()}
+    assert not [f for f in files if f"dt={d3}" in f or "dt=latest" in f]
+    assert {r.ingest_date for r in quarantine} == {d1, d2, d0}
 
 
 def test_unknown_format_is_a_clear_error(spark, cfg, tmp_path):

@@ -296,27 +296,29 @@ def test_user_data_tables_come_from_the_schemas():
 
 
 # ---- pseudonymized ingest, vacuum, failures -------------------------------------------------------
-def test_forget_matches_pseudonymized_ids_and_raw_ids_left_in_broken_records(
+def test_forget_matches_pseudonymized_ids_and_broken_records_keep_no_raw_id(
         spark, cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("DEMANDLAKE_PSEUDONYM_KEY", KEY)
     cfg = cfg.with_overrides({"ingest.pseudonymize_user_ids": True})
     path = _write(tmp_path / "ev.jsonl", [
         _ev(event_id="a1", user_id="alice"), _ev(event_id="b1", user_id="bob"),
         _ev(event_id="a2", user_id="alice", price=-1),     # rejected; raw gets the pseudonym
-        '{"event_id": "a3", "user_id": "alice", "event_',  # broken; raw keeps the real id
+        '{"event_id": "a3", "user_id": "alice", "event_',  # broken; raw withheld
         _ev(event_id="b2", user_id="bob", price=-1),
     ])
     ingest_source(spark, cfg, "canonical_events", path, RUN)
     alice = "p-" + hmac.new(KEY.encode(), b"alice", hashlib.sha256).hexdigest()[:32]
     bob = "p-" + hmac.new(KEY.encode(), b"bob", hashlib.sha256).hexdigest()[:32]
     assert {r.user_id for r in lake.read(spark, cfg, "bronze.events").collect()} == {alice, bob}
+    raws = [r.raw for r in lake.read(spark, cfg, "bronze.quarantine").collect()]
+    assert None in raws and not [r for r in raws if r and "alice" in r]
 
     result = privacy.forget(spark, cfg, ["alice"])
 
     assert [r.user_id for r in lake.read(spark, cfg, "bronze.events").collect()] == [bob]
-    raws = [r.raw for r in lake.read(spark, cfg, "bronze.quarantine").collect()]
-    assert len(raws) == 1 and bob in raws[0]
-    assert result["rows_deleted"] == {"bronze.events": 1, "bronze.quarantine": 2}
+    raws = sorted(r.raw or "" for r in lake.read(spark, cfg, "bronze.quarantine").collect())
+    assert len(raws) == 2 and raws[0] == "" and bob in raws[1]
+    assert result["rows_deleted"] == {"bronze.events": 1, "bronze.quarantine": 1}
 
 
 def test_vacuum_ends_time_travel_and_purges_deletion_vectors(spark, cfg, tmp_path, monkeypatch):

@@ -1,13 +1,17 @@
 """Route every validated record to exactly one place: bronze, quarantine, or the duplicate count.
 
-``classify`` is a pure transform; ``ingest_source`` reads one input, classifies it, writes the new
-rows (MERGE on the record key, so a rerun inserts nothing) and the quarantined ones (MERGE on a
-stable record id), and checks ``input = new + duplicates + quarantined`` plus the MERGE's own
-inserted-row count.
+``classify`` is a pure transform. ``ingest_inputs`` reads inputs of one kind (each a file, folder
+or glob under its own run date), classifies them in one batch, writes the new rows (MERGE on the
+record key, so a rerun inserts nothing) and the quarantined ones (MERGE on a stable record id),
+and checks ``input = new + duplicates + quarantined`` plus the MERGE's own inserted-row count.
+A batch of several inputs stores exactly what ingesting them one by one, in their order, would:
+records are ranked by input first, so the first input to bring an id wins it. ``ingest_source``
+ingests a single input.
 """
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import logging
@@ -20,14 +24,15 @@ from pyspark.sql import functions as F
 
 from demandlake import lake
 from demandlake.config import Config
-from demandlake.ingest.readers import EVENT_KIND, reader_for
-from demandlake.ingest.validate import Limits, validate_events, validate_reviews
+from demandlake.ingest.readers import EVENT_KIND, raw_with_user_id, reader_for
+from demandlake.ingest.validate import Limits, missing_id, validate_events, validate_reviews
 
 log = logging.getLogger(__name__)
 
 PSEUDONYM_KEY_ENV = "DEMANDLAKE_PSEUDONYM_KEY"
 NEW, DUPLICATE, QUARANTINE = "new", "duplicate", "quarantine"
 MAX_RAW_CHARS = 65_536
+WITHHELD = "raw text withheld: its user id could not be located to pseudonymize it"
 
 
 class ReconciliationError(RuntimeError):
@@ -45,6 +50,25 @@ KINDS = {
     EVENT_KIND: KindSpec("bronze.events", "event_id", "event_date"),
     "reviews": KindSpec("bronze.reviews", "review_id", "review_date"),
 }
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input as a day-by-day ingest reads it in one go.
+
+    Attributes:
+        fmt: input format (``readers.READERS``).
+        path: file, folder or glob.
+        run_date: the run date it is ingested under (future bound, quarantine ``ingest_date``).
+        source: source name, stored in ``source``.
+        timezone: zone in which the source writes timestamps without an offset or zone (None: UTC).
+    """
+
+    fmt: str
+    path: str
+    run_date: dt.date
+    source: str
+    timezone: str | None = None
 
 
 def hmac_sha256(key: bytes) -> "callable":
@@ -77,15 +101,33 @@ def pseudonym_key() -> bytes:
     return key.encode()
 
 
-def pseudonymize(key: bytes):
-    """Replace user ids with their keyed hash, in the raw text too (quarantine keeps no real id)."""
+def pseudonymize(key: bytes, fmt: str):
+    """Replace user ids with their keyed hash, in the raw text too (quarantine keeps no real id).
+
+    Only the user id's own value in the raw text changes (``readers.raw_with_user_id``). Where
+    that value cannot be located with certainty (a record that cannot be parsed, say), the raw
+    text is withheld (null) rather than kept with the real id; quarantine says so in its detail.
+    Placeholder ids (``null``, ``n/a``, ...) stay as they are, so validation still sees them.
+
+    Args:
+        key: the HMAC key.
+        fmt: the input format, which says where its raw text holds the user id.
+    """
     h = hmac_sha256(key)
 
     def transform(df: DataFrame) -> DataFrame:
-        pseudo = F.when(F.col("user_id").isNotNull(), F.concat(F.lit("p-"), F.substring(h(F.col("user_id")), 1, 32)))
-        raw = F.when(F.col("user_id").isNotNull(),
-                     F.replace(F.col("_raw"), F.col("user_id"), pseudo)).otherwise(F.col("_raw"))
-        return df.withColumn("_raw", raw).withColumn("user_id", pseudo)
+        user = F.trim(F.col("user_id"))
+        real = ~missing_id(F.col("user_id"))
+        pseudo = F.when(real, F.concat(F.lit("p-"), F.substring(h(user), 1, 32)))
+        raw = (F.when(F.col("_malformed"), F.lit(None).cast("string"))
+               .when(real, raw_with_user_id(fmt, pseudo))
+               .otherwise(F.col("_raw")))
+        # New names first: Spark 4.2 resolves a name inside a lambda function (the CSV rewrite)
+        # against an alias of the same select list, so "user_id" there would be the pseudonym.
+        renamed = {"_raw": "_pseudo_raw", "user_id": "_pseudo_user"}
+        staged = df.select("*", raw.alias("_pseudo_raw"),
+                           F.when(real, pseudo).otherwise(F.col("user_id")).alias("_pseudo_user"))
+        return staged.select(*[F.col(renamed.get(c, c)).alias(c) for c in df.columns])
 
     return transform
 
@@ -94,19 +136,24 @@ def classify(validated: DataFrame, existing: DataFrame, key: str) -> DataFrame:
     """Add ``_dest`` (new / duplicate / quarantine) to every validated record.
 
     Args:
-        validated: output of ``validate_events``/``validate_reviews``.
+        validated: output of ``validate_events``/``validate_reviews`` (with ``_seq``, the
+            record's input in replay order).
         existing: the bronze table's ``key`` and ``record_hash`` for keys already stored.
         key: record key column.
 
     Returns:
-        ``validated`` plus ``_dest``; conflicting ids (same key, other content) become quarantine
-        rows with reason ``conflicting_duplicate_id``; exact repeats count as duplicates.
+        ``validated`` plus ``_dest``. Per key, the first valid record of the earliest input (then
+        the smallest hash) is new unless the key is stored; conflicting ids (same key, other
+        content than the stored or the first record) become quarantine rows with reason
+        ``conflicting_duplicate_id``; exact repeats count as duplicates. So one batch of several
+        inputs classifies as ingesting the inputs one by one, in ``_seq`` order, would.
     """
     good = F.col("_reason").isNull()
     # Partitioned by the key alone (valid records first) so the join below on the same key
     # reuses this shuffle instead of moving every record, raw text included, a second time.
     # For valid records the numbering and first hash are those of the valid records of the key.
-    w = Window.partitionBy(F.col(key)).orderBy((~good).asc(), "record_hash", "_raw")
+    w = Window.partitionBy(F.col(key)).orderBy((~good).asc(), "_seq", "record_hash", "_raw",
+                                               "source_file")
     ranked = validated.select(
         "*",
         F.row_number().over(w).alias("_rn"),
@@ -134,18 +181,28 @@ def classify(validated: DataFrame, existing: DataFrame, key: str) -> DataFrame:
     )
 
 
-def quarantine_rows(classified: DataFrame, kind: str, source: str, run_date: dt.date) -> DataFrame:
-    """The quarantined records in bronze.quarantine's shape, with a stable per-record id."""
+def quarantine_rows(classified: DataFrame, kind: str) -> DataFrame:
+    """The quarantined records in bronze.quarantine's shape, with a stable per-record id.
+
+    The id hashes the file, the raw text and the occurrence of that text in the file, so the same
+    record gets the same id whatever run date ingests it; ``ingest_date`` is the record's
+    ``_run_date``.
+    """
     q = classified.where(F.col("_dest") == QUARANTINE)
-    occurrence = F.row_number().over(Window.partitionBy("source_file", "_raw").orderBy("_reason"))
+    # Same text in the same file: numbered by reason and detail, the only columns that can differ.
+    occurrence = F.row_number().over(
+        Window.partitionBy("source_file", "_raw").orderBy("_reason", "_detail"))
+    withheld = F.col("_raw").isNull()
     return q.select(
-        F.lit(kind).alias("kind"), F.lit(source).alias("source"), F.col("source_file"),
+        F.lit(kind).alias("kind"), F.col("_source").alias("source"), F.col("source_file"),
         F.sha2(F.concat_ws("\u001f", F.col("source_file"), F.col("_raw"),
                            occurrence.cast("string")), 256).alias("record_id"),
         # Invalid bytes become U+FFFD so every reader of the table can decode the text.
         F.substring(F.make_valid_utf8(F.col("_raw")), 1, MAX_RAW_CHARS).alias("raw"),
-        F.col("_reason").alias("reason"), F.col("_detail").alias("detail"),
-        F.lit(run_date).alias("ingest_date"),
+        F.col("_reason").alias("reason"),
+        F.when(withheld, F.concat_ws("; ", F.col("_detail"), F.lit(WITHHELD)))
+        .otherwise(F.col("_detail")).alias("detail"),
+        F.col("_run_date").alias("ingest_date"),
     )
 
 
@@ -159,10 +216,41 @@ def _date_filter(col: str, dates: list) -> str | None:
     return f"t.`{col}` IN ({parts})" + (f" OR t.`{col}` IS NULL" if has_null else "")
 
 
+def _sql_string(text: str) -> str:
+    """A Spark SQL string literal for any text (backslash escapes are on by default)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _file_filter(files: list[str]) -> str:
+    """``t.source_file IN (...)``: the only rows a record id of these files can match."""
+    return "t.`source_file` IN (" + ", ".join(_sql_string(f) for f in sorted(files)) + ")"
+
+
+def _read(spark: SparkSession, cfg: Config, inp: Input, seq: int) -> DataFrame:
+    """One input's records as its reader gives them, pseudonymized when configured, with its
+    ingest context (``validate.CONTEXT_COLUMNS`` and ``_source_tz``)."""
+    _, reader = reader_for(inp.fmt)
+    raw = reader(spark, inp.path)
+    if cfg.get("ingest.pseudonymize_user_ids", False):
+        raw = raw.transform(pseudonymize(pseudonym_key(), inp.fmt))
+    return raw.select(
+        "*",
+        F.lit(inp.run_date).alias("_run_date"),
+        F.lit(inp.source).alias("_source"),
+        F.lit(inp.timezone or "UTC").alias("_source_tz"),
+        F.lit(seq).alias("_seq"),
+    )
+
+
 def ingest_source(spark: SparkSession, cfg: Config, fmt: str, path: str, run_date: dt.date,
                   source_name: str | None = None, timezone: str | None = None,
                   dry_run: bool = False) -> dict[str, int]:
     """Ingest one input (file, folder or glob) of format ``fmt`` into bronze.
+
+    Args:
+        timezone: zone in which this source writes timestamps without an offset or zone
+            (default UTC). ``event_date``/``review_date`` are always local dates in
+            ``lake.timezone``.
 
     Returns:
         Counts: read, new, duplicates, quarantined, the quarantine count per reason, and
@@ -171,13 +259,52 @@ def ingest_source(spark: SparkSession, cfg: Config, fmt: str, path: str, run_dat
     Raises:
         ReconciliationError: when the counts do not add up.
     """
-    kind, reader = reader_for(fmt)
+    inp = Input(fmt, path, run_date, source_name or fmt, timezone)
+    counts = ingest_inputs(spark, cfg, [inp], dry_run=dry_run)
+    counts.pop("by_source")
+    return counts
+
+
+def _tally(rows: list, date_col: str) -> dict:
+    """Counts, reasons and dates of one group of tally rows."""
+    by_dest: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    for r in rows:
+        by_dest[r["_dest"]] = by_dest.get(r["_dest"], 0) + r["count"]
+        if r["_dest"] == QUARANTINE:
+            reasons[r["_reason"]] = reasons.get(r["_reason"], 0) + r["count"]
+    counts = {"read": sum(by_dest.values()), "new": by_dest.get(NEW, 0),
+              "duplicates": by_dest.get(DUPLICATE, 0), "quarantined": by_dest.get(QUARANTINE, 0)}
+    dates = sorted({r[date_col] for r in rows if r["_dest"] == NEW}, key=lambda d: (d is None, d))
+    return {**counts, **{f"reason.{k}": v for k, v in reasons.items()}, "dates": dates}
+
+
+def ingest_inputs(spark: SparkSession, cfg: Config, inputs: list[Input],
+                  dry_run: bool = False) -> dict:
+    """Ingest inputs of one kind in one batch, with the result of ingesting them one by one in
+    the given order (each under its own run date).
+
+    Args:
+        inputs: in replay order (run date, then source); all of one kind (events or reviews).
+        dry_run: classify and count, write nothing.
+
+    Returns:
+        Counts as ``ingest_source`` returns them, over all inputs, plus ``by_source``: the same
+        counts per source name.
+
+    Raises:
+        ReconciliationError: when the counts do not add up.
+        ValueError: no inputs, inputs of different kinds, or an unknown format (before anything
+            is read).
+    """
+    kinds = {reader_for(i.fmt)[0] for i in inputs}
+    if len(kinds) != 1:
+        raise ValueError(f"one batch takes inputs of one kind, got {sorted(kinds) or 'none'}")
+    kind = kinds.pop()
     ks = KINDS[kind]
-    tz = timezone or cfg.get("lake.timezone", "UTC")
-    limits = Limits.for_run(cfg.get("ingest") or {}, run_date, tz)
-    raw = reader(spark, path)
-    if cfg.get("ingest.pseudonymize_user_ids", False):
-        raw = raw.transform(pseudonymize(pseudonym_key()))
+    limits = Limits.from_config(cfg.get("ingest") or {}, cfg.get("lake.timezone") or "UTC")
+    raw = functools.reduce(DataFrame.unionByName,
+                           [_read(spark, cfg, inp, seq) for seq, inp in enumerate(inputs)])
     validate = validate_events if kind == EVENT_KIND else validate_reviews
     validated = raw.transform(validate(limits))
     stored = lake.read(spark, cfg, ks.table).select(ks.key, "record_hash")
@@ -188,45 +315,50 @@ def ingest_source(spark: SparkSession, cfg: Config, fmt: str, path: str, run_dat
     else:
         existing = stored
     classified = classify(validated, existing, ks.key).persist(StorageLevel.MEMORY_AND_DISK)
+    what = inputs[0].path if len(inputs) == 1 else f"{len(inputs)} inputs"
     try:
-        # One pass over the batch gives every count, the reasons and the dates written.
-        tally = classified.groupBy("_dest", "_reason", ks.date_col).count().collect()
-        by_dest: dict[str, int] = {}
-        reasons: dict[str, int] = {}
-        for r in tally:
-            by_dest[r["_dest"]] = by_dest.get(r["_dest"], 0) + r["count"]
-            if r["_dest"] == QUARANTINE:
-                reasons[r["_reason"]] = reasons.get(r["_reason"], 0) + r["count"]
-        dates = sorted({r[ks.date_col] for r in tally if r["_dest"] == NEW},
-                       key=lambda d: (d is None, d))
-        read = sum(by_dest.values())
-        counts = {"read": read, "new": by_dest.get(NEW, 0),
-                  "duplicates": by_dest.get(DUPLICATE, 0),
-                  "quarantined": by_dest.get(QUARANTINE, 0)}
-        if counts["new"] + counts["duplicates"] + counts["quarantined"] != read:
-            raise ReconciliationError(f"{path}: {counts} do not add up")
+        # One pass over the batch gives every count, the reasons, the dates written and the
+        # files with quarantined records.
+        q_file = F.when(F.col("_dest") == QUARANTINE, F.col("source_file")).alias("_q_file")
+        tally = (classified.groupBy("_source", "_dest", "_reason", ks.date_col, q_file)
+                 .count().collect())
+        by_source = {name: _tally([r for r in tally if r["_source"] == name], ks.date_col)
+                     for name in dict.fromkeys(i.source for i in inputs)}
+        totals = _tally(tally, ks.date_col)
+        if totals["new"] + totals["duplicates"] + totals["quarantined"] != totals["read"]:
+            raise ReconciliationError(f"{what}: {totals} do not add up")
         if dry_run:
-            log.info("dry run: %s %s -> %s (nothing written)", fmt, path, counts)
-            return {**counts, **{f"reason.{k}": v for k, v in reasons.items()}, "dates": []}
-        new_rows = classified.where(F.col("_dest") == NEW).withColumn("source", F.lit(source_name or fmt))
+            log.info("dry run: %s -> %s (nothing written)", what, totals)
+            return {**totals, "dates": [], "by_source": {
+                name: {**c, "dates": []} for name, c in by_source.items()}}
+        new_rows = classified.where(F.col("_dest") == NEW).withColumn("source", F.col("_source"))
         merged = (lake.merge_insert(spark, cfg, ks.table, new_rows, [ks.key],
-                                    prune=_date_filter(ks.date_col, dates))
-                  if counts["new"] else {})
+                                    prune=_date_filter(ks.date_col, totals["dates"]))
+                  if totals["new"] else {})
         inserted = merged.get("num_inserted_rows")
-        if inserted is not None and inserted != counts["new"]:
+        if inserted is not None and inserted != totals["new"]:
             # Another run stored some of these keys between our read and our commit: they are
             # duplicates now, not losses; the table holds each key once either way.
             log.warning("%s: expected %d new rows, MERGE inserted %d (concurrent ingest)",
-                        ks.table, counts["new"], inserted)
-            counts["duplicates"] += counts["new"] - inserted
-            counts["new"] = inserted
-        if counts["quarantined"]:
-            q = quarantine_rows(classified, kind, source_name or fmt, run_date)
-            lake.merge_insert(spark, cfg, "bronze.quarantine", q, ["record_id"],
-                              prune=f"t.ingest_date = DATE'{run_date.isoformat()}'")
+                        ks.table, totals["new"], inserted)
+            late = totals["new"] - inserted
+            totals["new"], totals["duplicates"] = inserted, totals["duplicates"] + late
+            for c in by_source.values():  # the shortfall is charged to the sources in order
+                moved = min(late, c["new"])
+                c["new"], c["duplicates"] = c["new"] - moved, c["duplicates"] + moved
+                late -= moved
+        if totals["quarantined"]:
+            # A record id hashes its file, so only rows of the batch's files can match: a
+            # correct prune for any run date, unlike the ingest_date partition (a file
+            # ingested again under another run date would be stored twice).
+            files = sorted({r["_q_file"] for r in tally if r["_q_file"] is not None})
+            lake.merge_insert(spark, cfg, "bronze.quarantine", quarantine_rows(classified, kind),
+                              ["record_id"], prune=_file_filter(files))
     finally:
         classified.unpersist()
-    log.info("ingested %s %s: %s", fmt, path, counts)
-    return {**counts, **{f"reason.{k}": v for k, v in reasons.items()},
-            "dates": [d for d in dates if d is not None]}
+    log.info("ingested %s (%s): %s", what, kind, totals)
 
+    def final(c: dict) -> dict:
+        return {**c, "dates": [d for d in c["dates"] if d is not None]}
+
+    return {**final(totals), "by_source": {name: final(c) for name, c in by_source.items()}}

@@ -1,12 +1,19 @@
 """Readers: one per raw format, each mapping its columns to the canonical string columns.
 
-Every reader returns the same shape (``READER_COLUMNS``): the canonical fields as strings, an
-``extras`` map, the raw record text, the file it came from, and ``_malformed`` (true when the record
-could not be parsed at all). Types are checked later, in ``validate``, so a wrong type becomes a
-quarantine reason instead of a failed read. Readers never drop a record.
+Every reader returns the same shape: the canonical fields as strings, an ``extras`` map, the raw
+record text (``_raw``), the file it came from, ``_malformed`` (true when the record could not be
+parsed at all), ``_bad_encoding`` (the raw bytes were not valid UTF-8) and ``_non_scalar`` (the
+first id field that held a JSON object or array instead of a string or number; null for delimited
+formats). Types are checked later, in ``validate``, so a wrong type becomes a quarantine reason
+instead of a failed read. Readers never drop a record.
+
+``raw_with_user_id`` knows where each format's raw text holds the user id, so that
+pseudonymization can replace that value and nothing else.
 """
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Callable
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -16,6 +23,7 @@ from pyspark.sql import types as T
 from demandlake import schemas
 
 EVENT_KIND, REVIEW_KIND = "events", "reviews"
+REPLACEMENT_CHAR = "\ufffd"
 
 _STR_MAP = T.MapType(T.StringType(), T.StringType())
 
@@ -25,7 +33,7 @@ def _blank_to_null(c: Column) -> Column:
 
 
 def _finish(df: DataFrame, fields: list[str], mapping: dict[str, Column], extras: Column,
-            raw: Column, malformed: Column) -> DataFrame:
+            raw: Column, malformed: Column, non_scalar: Column | None = None) -> DataFrame:
     cols = [_blank_to_null(mapping.get(f, F.lit(None).cast("string"))).cast("string").alias(f)
             for f in fields]
     return df.select(
@@ -34,10 +42,41 @@ def _finish(df: DataFrame, fields: list[str], mapping: dict[str, Column], extras
         raw.alias("_raw"),
         F.col("_metadata.file_path").alias("source_file"),
         malformed.alias("_malformed"),
+        # Spark's text reader keeps invalid bytes as they are; the CSV reader replaces them.
+        (~F.is_valid_utf8(raw) | raw.contains(REPLACEMENT_CHAR)).alias("_bad_encoding"),
+        (F.lit(None).cast("string") if non_scalar is None else non_scalar).alias("_non_scalar"),
     )
 
 
 # ---- JSON lines (canonical formats) ------------------------------------------------------------
+def _id_fields(fields: list[str]) -> list[str]:
+    return [f for f in fields if f.endswith("_id")]
+
+
+def _non_scalar(line: Column, m: Column, fields: list[str]) -> Column:
+    """The first id field whose JSON value is an object or an array (null when none is).
+
+    The map<string,string> parse gives a nested value as its JSON text, the same text as a string
+    that happens to look like JSON. Only lines with an id starting with ``{`` or ``[`` are parsed
+    again, as a variant (which keeps the JSON types), to tell the two apart. When that parse fails
+    (duplicate keys, say) such a value counts as nested: quarantined rather than stored as an id.
+    """
+    ids = _id_fields(fields)
+    looks_nested = {f: F.ltrim(m.getItem(f)).startswith("{") | F.ltrim(m.getItem(f)).startswith("[")
+                    for f in ids}
+    variant = F.try_parse_json(line)
+    first = F.lit(None).cast("string")
+    for f in reversed(ids):
+        kind = F.schema_of_variant(F.variant_get(variant, f"$.{f}", "variant"))
+        nested = variant.isNull() | kind.startswith("OBJECT") | kind.startswith("ARRAY")
+        first = F.when(looks_nested[f] & nested, F.lit(f)).otherwise(first)
+    any_nested = looks_nested[ids[0]]
+    for f in ids[1:]:
+        any_nested = any_nested | looks_nested[f]
+    # The variant parse runs only under this condition (a CASE value is evaluated lazily).
+    return F.when(any_nested, first)
+
+
 def _read_jsonl(spark: SparkSession, path: str, fields: list[str]) -> DataFrame:
     lines = spark.read.text(path).select("value", "_metadata")
     # Blank lines carry no record (counted separately by the caller through the same filter).
@@ -51,7 +90,8 @@ def _read_jsonl(spark: SparkSession, path: str, fields: list[str]) -> DataFrame:
     extras = F.map_filter(m, lambda k, v: ~F.array_contains(known, k))
     extras = F.when(F.size(extras) > 0, extras)
     mapping = {f: m.getItem(f) for f in fields}
-    return _finish(parsed, fields, mapping, extras, F.col("value"), m.isNull())
+    return _finish(parsed, fields, mapping, extras, F.col("value"), m.isNull(),
+                   _non_scalar(F.col("value"), m, fields))
 
 
 def read_canonical_events(spark: SparkSession, path: str) -> DataFrame:
@@ -182,3 +222,87 @@ def reader_for(fmt: str) -> tuple[str, Callable[[SparkSession, str], DataFrame]]
         return READERS[fmt]
     except KeyError:
         raise ValueError(f"unknown input format {fmt!r}; known: {sorted(READERS)}") from None
+
+
+# ---- where the raw text holds the user id (pseudonymization) ------------------------------------
+@dataclass(frozen=True)
+class UserField:
+    """Where a format's raw record text holds the user id: the key of a JSON object, or the
+    column ``index`` of a line of ``columns`` fields separated by ``sep``."""
+
+    json_key: str | None = None
+    sep: str | None = None
+    index: int = 0
+    columns: int = 0
+
+
+def _column(schema: T.StructType, sep: str, name: str) -> UserField:
+    return UserField(sep=sep, index=schema.fieldNames().index(name), columns=len(schema.fields))
+
+
+USER_FIELDS: dict[str, UserField | None] = {
+    "canonical_events": UserField(json_key="user_id"),
+    "canonical_reviews": UserField(json_key="user_id"),
+    "taobao": _column(schemas.TAOBAO_RAW, ",", "user_id"),
+    # YooChoose's user is its session (``yc-<SessionId>``): the session column is the id.
+    "yoochoose": _column(schemas.YOOCHOOSE_RAW, "\t", "SessionId"),
+    "rees46": _column(schemas.REES46_RAW, ",", "user_id"),
+    "retailrocket": _column(schemas.RETAILROCKET_RAW, ",", "visitorid"),
+    "reviews_zh": None,
+    "reviews_en": None,
+}
+
+# JSON tokens for a regular expression that walks an object's top level (possessive, so a long
+# line costs linear time): a string, and an object or array nested up to _JSON_DEPTH levels.
+_JSON_STRING = r'"(?:[^"\\]++|\\.)*+"'
+_JSON_DEPTH = 3
+
+
+def _json_container(depth: int) -> str:
+    nested = "|" + _json_container(depth - 1) if depth > 1 else ""
+    inner = r'[^"{}\[\]]++|' + _JSON_STRING + nested
+    return r"(?:\{(?:" + inner + r")*+\}|\[(?:" + inner + r")*+\])"
+
+
+def _json_value_pattern(key: str) -> str:
+    """A regex whose group 1 is everything up to the value of the top-level ``key`` of a JSON
+    object, and whose match ends where that value ends. Keys of nested objects and text inside
+    strings never match: the walk steps over whole strings and containers."""
+    quoted = json.dumps(key)
+    other = (r'[^"{}\[\]]++|(?!' + quoted + r"\s*+:)" + _JSON_STRING + "|"
+             + _json_container(_JSON_DEPTH))
+    value = _JSON_STRING + "|" + _json_container(_JSON_DEPTH) + r'|[^\s,{}\[\]"]++'
+    return (r"(?s)^(\s*+\{(?:" + other + r")*+" + quoted + r"\s*+:\s*+)(?:" + value + ")")
+
+
+def raw_with_user_id(fmt: str, pseudonym: Column) -> Column:
+    """The reader's ``_raw`` text with the user id's value replaced by ``pseudonym`` and nothing
+    else changed; null when the value cannot be located with certainty.
+
+    JSON lines: the value of the top-level user id key becomes the JSON string ``pseudonym``; the
+    result must parse back to exactly one such key holding ``pseudonym`` (an escaped key, a
+    duplicate key or a value nested too deep fails this). Delimited lines: the user id column
+    becomes ``pseudonym`` when the line splits into exactly its columns. A malformed record gives
+    null. A format without a user id gives ``_raw`` unchanged.
+
+    Args:
+        fmt: the input format (``READERS``).
+        pseudonym: the replacement value (a column).
+    """
+    where = USER_FIELDS.get(fmt)
+    raw = F.col("_raw")
+    if where is None:
+        return raw
+    if where.json_key is not None:
+        replaced = F.regexp_replace(raw, F.lit(_json_value_pattern(where.json_key)),
+                                    F.concat(F.lit('$1"'), pseudonym, F.lit('"')))
+        back = F.from_json(replaced, _STR_MAP, {"mode": "PERMISSIVE"})
+        once = F.size(F.filter(F.map_keys(back), lambda k: k == where.json_key)) == 1
+        located = once & (back.getItem(where.json_key) == pseudonym)
+    else:
+        parts = F.split(raw, "\\Q" + where.sep + "\\E", -1)
+        replaced = F.array_join(
+            F.transform(parts, lambda x, i: F.when(i == where.index, pseudonym).otherwise(x)),
+            where.sep)
+        located = F.size(parts) == where.columns
+    return F.when(~F.col("_malformed") & located, replaced)

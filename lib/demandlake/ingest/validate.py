@@ -3,6 +3,12 @@
 ``validate_events`` / ``validate_reviews`` are pure transforms. They add ``_reason`` and
 ``_detail`` (null when the record is good) and the typed canonical columns; nothing is filtered
 here, so the caller can route every record to exactly one place.
+
+Besides the reader's columns, every input record carries its ingest context: ``_run_date`` (the
+run date it is ingested under: the future bound is the end of that date), ``_source_tz`` (the zone
+in which its source writes timestamps without an offset), and ``_source`` and ``_seq`` (which
+input it came from, in replay order), which are passed through. Instants are UTC; ``event_date``
+and ``review_date`` are their local dates in the lake's time zone (``Limits.timezone``).
 """
 from __future__ import annotations
 
@@ -15,38 +21,56 @@ from pyspark.sql import functions as F
 
 from demandlake import schemas
 
-REPLACEMENT_CHAR = "\ufffd"
+CONTEXT_COLUMNS = ("_run_date", "_source", "_seq")
+"""Ingest context that validation passes through (``_source_tz`` is only read)."""
+
+# Date and time without any offset or zone, as Spark's cast reads them ("2017-11-25 08:00:00",
+# "2026-11-14T10", "2026-11-14"): local time in the source's zone.
+_NAIVE_TEXT = r"^[+-]?\d{4,}-\d{1,2}-\d{1,2}([T ]\d{1,2}(:\d{1,2}(:\d{1,2}(\.\d*)?)?)?)?$"
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Validation bounds (from the ``ingest`` config section)."""
+    """Validation bounds (from the ``ingest`` config section) and the lake's time zone."""
 
     min_ts: dt.datetime
-    max_ts: dt.datetime
+    max_future_hours: float = 24.0
     max_price: float = 1_000_000.0
     max_quantity: int = 10_000
     max_field_bytes: int = 65_536
     timezone: str = "UTC"
 
     @classmethod
-    def for_run(cls, ingest_cfg: dict, run_date: dt.date, timezone: str = "UTC") -> "Limits":
-        end_of_run = dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time())
+    def from_config(cls, ingest_cfg: dict, timezone: str = "UTC") -> "Limits":
+        """Limits from the ``ingest`` section; ``timezone`` is ``lake.timezone``."""
         min_ts = dt.datetime.fromisoformat(
             str(ingest_cfg.get("min_timestamp", "2000-01-01T00:00:00")).replace("Z", ""))
         return cls(
             min_ts=min_ts,
-            max_ts=end_of_run + dt.timedelta(hours=float(ingest_cfg.get("max_future_hours", 24))),
+            max_future_hours=float(ingest_cfg.get("max_future_hours", 24)),
             max_price=float(ingest_cfg.get("max_price", 1e6)),
             max_quantity=int(ingest_cfg.get("max_quantity", 10_000)),
             max_field_bytes=int(ingest_cfg.get("max_field_bytes", 65_536)),
             timezone=timezone,
         )
 
+    def max_ts(self, run_date: Column) -> Column:
+        """The latest valid instant (UTC) for a record ingested under ``run_date``: the end of
+        that date in the lake's time zone plus ``max_future_hours``."""
+        end_of_day = F.to_utc_timestamp(F.date_add(run_date, 1).cast("timestamp"), self.timezone)
+        ahead = int(round(self.max_future_hours * 3_600_000_000))
+        return F.timestamp_micros(F.unix_micros(end_of_day) + F.lit(ahead))
 
-def parse_timestamp(c: Column) -> Column:
-    """Timestamp from text: Unix seconds (fractional), Unix milliseconds (13+ digits), or ISO 8601
-    / ``yyyy-MM-dd HH:mm:ss[ zone]`` with an optional offset or zone (naive text is UTC)."""
+
+def parse_timestamp(c: Column, source_tz: Column | str | None = None) -> Column:
+    """Timestamp (a UTC instant) from text: Unix seconds (fractional), Unix milliseconds (13+
+    digits), or ISO 8601 / ``yyyy-MM-dd HH:mm:ss[ zone]`` with an optional offset or zone.
+
+    Args:
+        c: the text.
+        source_tz: the zone of text without an offset or zone (naive text); None: UTC. Text with
+            ``Z``, an offset or a zone name, and epoch numbers, do not depend on it.
+    """
     text = F.trim(c)
     is_number = text.rlike(r"^-?\d+(\.\d+)?$")
     num = text.try_cast("double")
@@ -58,6 +82,11 @@ def parse_timestamp(c: Column) -> Column:
         F.try_to_timestamp(text, F.lit("yyyy-MM-dd HH:mm:ss VV")),
         F.try_to_timestamp(text, F.lit("yyyy-MM-dd HH:mm:ss z")),
     )
+    if source_tz is not None:
+        # Spark reads naive text as a UTC wall clock (the session zone); shift it to the source's.
+        tz = F.lit(source_tz) if isinstance(source_tz, str) else source_tz
+        from_text = F.when(text.rlike(_NAIVE_TEXT), F.to_utc_timestamp(from_text, tz)).otherwise(
+            from_text)
     return F.when(is_number, from_number).otherwise(from_text)
 
 
@@ -71,21 +100,34 @@ def _first_failure(checks: list[tuple[str, Column, Column]]) -> tuple[Column, Co
     return reason, detail
 
 
+def _entry_bytes(k: Column, v: Column) -> Column:
+    """Size of an ``extras`` entry: its value's bytes (or, absurdly, its name's, when bigger)."""
+    return F.greatest(F.octet_length(k), F.coalesce(F.octet_length(v), F.lit(0)))
+
+
 def _oversize(fields: list[str], limit: int) -> tuple[Column, Column]:
+    """Whether a canonical field or an ``extras`` entry is over ``limit`` bytes, and which."""
     sizes = [F.coalesce(F.octet_length(F.col(f)), F.lit(0)) for f in fields]
     biggest = F.greatest(*sizes) if len(sizes) > 1 else sizes[0]
     which = F.lit(None).cast("string")
     for f, s in zip(reversed(fields), reversed(sizes)):
         which = F.when(s > limit, F.lit(f)).otherwise(which)
-    return biggest > limit, F.concat(F.lit("field "), which, F.lit(" has "),
-                                     biggest.cast("string"), F.lit(f" bytes > {limit}"))
+    canonical = F.concat(F.lit("field "), which, F.lit(" has "), biggest.cast("string"),
+                         F.lit(f" bytes > {limit}"))
+    big_extras = F.map_filter(F.col("extras"), lambda k, v: _entry_bytes(k, v) > limit)
+    first_big = F.try_element_at(F.map_entries(big_extras), F.lit(1))
+    extra = F.concat(F.lit("extra field "), F.substring(first_big["key"], 1, 80), F.lit(" has "),
+                     _entry_bytes(first_big["key"], first_big["value"]).cast("string"),
+                     F.lit(f" bytes > {limit}"))
+    extra_over = F.coalesce(F.size(big_extras) > 0, F.lit(False))
+    return (biggest > limit) | extra_over, F.when(biggest > limit, canonical).otherwise(extra)
 
 
 # Strings exports write for "no value" in id columns; an id spelled like this is missing.
 ID_PLACEHOLDERS = ("null", "none", "nan", "undefined", "nil", "\\n", "n/a")
 
 
-def _missing_id(c: Column) -> Column:
+def missing_id(c: Column) -> Column:
     return c.isNull() | F.lower(F.trim(c)).isin(*ID_PLACEHOLDERS)
 
 
@@ -93,25 +135,29 @@ def _common_checks(df_fields: list[str], limits: Limits) -> list[tuple[str, Colu
     over, over_detail = _oversize(df_fields, limits.max_field_bytes)
     return [
         ("malformed_record", F.col("_malformed"), F.lit("record could not be parsed")),
-        # Spark's text reader keeps invalid bytes as they are; the CSV reader replaces them.
-        ("bad_encoding", ~F.is_valid_utf8(F.col("_raw")) | F.col("_raw").contains(REPLACEMENT_CHAR),
-         F.lit("record is not valid UTF-8")),
+        ("bad_encoding", F.col("_bad_encoding"), F.lit("record is not valid UTF-8")),
         ("oversize_field", over, over_detail),
+        ("non_scalar_field", F.col("_non_scalar").isNotNull(),
+         F.concat(F.lit("field "), F.col("_non_scalar"),
+                  F.lit(" holds an object or an array, not a string or a number"))),
     ]
 
 
 def _ts_checks(limits: Limits, required: bool) -> list[tuple[str, Column, Column]]:
     ts_text, ts = F.col("timestamp"), F.col("_ts")
+    max_ts = limits.max_ts(F.col("_run_date"))
+    # Naive-UTC datetimes become Spark literals through the driver's local zone: say it is UTC.
+    min_ts = limits.min_ts.replace(tzinfo=dt.timezone.utc)
     checks = []
     if required:
         checks.append(("missing_timestamp", ts_text.isNull(), F.lit("no timestamp")))
     checks += [
         ("bad_timestamp", ts_text.isNotNull() & ts.isNull(),
          F.concat(F.lit("unparseable timestamp: "), F.substring(ts_text, 1, 80))),
-        ("timestamp_too_old", ts < F.lit(limits.min_ts),
+        ("timestamp_too_old", ts < F.lit(min_ts),
          F.concat(F.lit(f"before {limits.min_ts.isoformat()}: "), ts.cast("string"))),
-        ("timestamp_in_future", ts > F.lit(limits.max_ts),
-         F.concat(F.lit(f"after {limits.max_ts.isoformat()}: "), ts.cast("string"))),
+        ("timestamp_in_future", ts > max_ts,
+         F.concat(F.lit("after "), max_ts.cast("string"), F.lit(" UTC: "), ts.cast("string"))),
     ]
     return checks
 
@@ -134,14 +180,14 @@ def validate_events(limits: Limits) -> Callable[[DataFrame], DataFrame]:
         et = F.lower(F.trim(F.col("event_type")))
         typed = df.select(
             "*",
-            parse_timestamp(F.col("timestamp")).alias("_ts"),
+            parse_timestamp(F.col("timestamp"), F.col("_source_tz")).alias("_ts"),
             F.col("price").try_cast("double").alias("_price"),
             F.col("quantity").try_cast("int").alias("_qty"),
             et.alias("_et"),
         )
         known = F.col("_et").isin(*schemas.EVENT_TYPES)
         checks = _common_checks(fields, limits) + [
-            ("missing_user_id", _missing_id(F.col("user_id")),
+            ("missing_user_id", missing_id(F.col("user_id")),
              F.concat(F.lit("no user id"), F.coalesce(F.concat(
                  F.lit(" (placeholder "), F.substring(F.col("user_id"), 1, 20), F.lit(")")),
                  F.lit("")))),
@@ -149,7 +195,7 @@ def validate_events(limits: Limits) -> Callable[[DataFrame], DataFrame]:
             ("unknown_event_type", ~known,
              F.concat(F.lit("event type not known: "), F.substring(F.col("event_type"), 1, 80))),
         ] + _ts_checks(limits, required=True) + [
-            ("missing_item_id", _missing_id(F.col("item_id")) & (F.col("_et") != "search"),
+            ("missing_item_id", missing_id(F.col("item_id")) & (F.col("_et") != "search"),
              F.lit("no item id on a non-search event")),
             ("bad_price_type", F.col("price").isNotNull() & F.col("_price").isNull(),
              F.concat(F.lit("price is not a number: "), F.substring(F.col("price"), 1, 80))),
@@ -169,6 +215,7 @@ def validate_events(limits: Limits) -> Callable[[DataFrame], DataFrame]:
             F.col("_price").alias("price"), F.col("_qty").alias("quantity"),
             F.col("search_query"), F.col("_ts").alias("event_ts"), F.col("extras"),
             F.col("source_file"), F.col("_raw"), reason.alias("_reason"), detail.alias("_detail"),
+            *CONTEXT_COLUMNS,
         )
         hashed = out.withColumn("record_hash", _content_hash(
             ["user_id", "session_id", "event_type", "item_id", "category", "brand", "price",
@@ -190,7 +237,7 @@ def validate_reviews(limits: Limits) -> Callable[[DataFrame], DataFrame]:
     def transform(df: DataFrame) -> DataFrame:
         typed = df.select(
             "*",
-            parse_timestamp(F.col("timestamp")).alias("_ts"),
+            parse_timestamp(F.col("timestamp"), F.col("_source_tz")).alias("_ts"),
             F.trim(F.col("rating")).try_cast("double").alias("_rating_d"),
             F.trim(F.col("label")).try_cast("int").alias("_label"),
         )
@@ -209,13 +256,13 @@ def validate_reviews(limits: Limits) -> Callable[[DataFrame], DataFrame]:
         out = typed.select(
             # reviews may be anonymous: a placeholder id is no id
             F.col("review_id"),
-            F.when(~_missing_id(F.col("user_id")), F.trim(F.col("user_id"))).alias("user_id"),
-            F.when(~_missing_id(F.col("item_id")), F.col("item_id")).alias("item_id"),
+            F.when(~missing_id(F.col("user_id")), F.trim(F.col("user_id"))).alias("user_id"),
+            F.when(~missing_id(F.col("item_id")), F.col("item_id")).alias("item_id"),
             F.col("category"), F.col("_rating_d").cast("int").alias("rating"),
             F.col("_label").alias("label"), F.col("title"), F.col("text"),
             F.lower(F.trim(F.col("language"))).alias("language"), F.col("_ts").alias("review_ts"),
             F.col("extras"), F.col("source_file"), F.col("_raw"),
-            reason.alias("_reason"), detail.alias("_detail"),
+            reason.alias("_reason"), detail.alias("_detail"), *CONTEXT_COLUMNS,
         )
         hashed = out.withColumn("record_hash", _content_hash(
             ["user_id", "item_id", "category", "rating", "label", "title", "text", "language",
