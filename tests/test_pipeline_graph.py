@@ -94,3 +94,48 @@ def test_a_failed_command_prints_one_line_and_keeps_the_traceback_in_the_log_fil
     text = log_file.read_text()
     assert "Traceback (most recent call last)" in text and "no active user" in text
     assert log_file.parent == Path(cfg.lake_uri) / "_logs"
+
+
+def _copy_tables(spark, source_cfg, target_cfg, names) -> None:
+    """Copy tables by path (the catalog names then point at the target lake)."""
+    frames = {n: spark.read.format("delta").load(lake.spec(n).location(source_cfg)) for n in names}
+    for db in ("bronze", "silver", "gold", "ops"):
+        spark.sql(f"DROP DATABASE IF EXISTS `{db}` CASCADE")
+    for n, df in frames.items():
+        lake.overwrite_all(spark, target_cfg, n, df)
+
+
+def test_features_carry_the_review_sentiment_that_the_sentiment_stage_scored(spark, cfg,
+                                                                             scored_lake):
+    from helpers.scored_lake import RUN
+
+    _copy_tables(spark, scored_lake.cfg, cfg,
+                 ["bronze.events", "bronze.reviews", "gold.review_sentiment"])
+    run_stage(spark, cfg, "features", RUN)
+
+    scored = lake.read(spark, cfg, "gold.review_sentiment").toPandas()
+    visible = scored[scored["user_id"].notna()
+                     & (scored["review_date"].isna() | (scored["review_date"] <= RUN))]
+    expected = visible.groupby("user_id")["probability"].mean()
+    got = (lake.read(spark, cfg, "gold.user_features").where(F.col("snapshot_date") == RUN)
+           .select("user_id", "mean_review_sentiment").toPandas().set_index("user_id")
+           ["mean_review_sentiment"])
+    assert len(expected) >= 5
+    assert got.reindex(expected.index).tolist() == pytest.approx(expected.tolist(), abs=1e-9)
+    assert got.drop(expected.index).isna().all()  # users without a scored review
+
+
+def test_a_training_job_records_its_run_date_and_why_it_did_not_train(spark, cfg, scored_lake):
+    from helpers.scored_lake import RUN
+
+    store = scored_lake.cfg.mlflow_tracking_uri  # a sentiment model serves there
+    rc = jobs.run_job("train_sentiment", ["--run-date", RUN.isoformat(), "--lake", cfg.lake_uri,
+                                          "--set", "lake.catalog=in-memory",
+                                          "--set", f"mlflow.tracking_uri={store}",
+                                          "--if-none-serving"])
+    assert rc == 0
+    runs = (lake.read(spark, cfg, "ops.runs").where(F.col("stage") == "train_sentiment")
+            .collect())
+    assert [(r["run_date"], r["status"], r["metrics"]["skipped"]) for r in runs] == \
+        [(RUN, "succeeded", "1")]
+    assert runs[0]["metrics"]["reason"] == "a version is serving"
