@@ -251,3 +251,12 @@ def test_a_metastore_a_live_process_holds_open_is_left_alone(tmp_path):
         holder.kill()
         holder.wait()
     assert clear_interrupted_metastore(held)  # the holder is gone: now it is debris
+
+
+def test_killed_inside_the_bronze_merge_the_silver_write_and_the_publish_a_rerun_heals(tmp_path):
+    result = faults.run_kill_points(tmp_path)
+    assert [k["killed_at"] for k in result["kills"]] == list(faults.KILL_POINTS), \
+        f"{result['kills']} (log: {result['log']})"
+    assert all(k["returncode"] == -9 for k in result["kills"])
+    assert result["clean"]["returncode"] == 0 and result["final"]["returncode"] == 0
+    assert result["diff"] == {}, f"{result['diff']} (log: {result['log']})"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import datetime as dt
 import json
 import os
@@ -34,16 +35,58 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
+from typing import Iterator
 
 from demandlake.pipeline import graph
 
 VOLATILE = {"run_id"}
+# ``DEMANDLAKE_KILL_AT=<what>``: the process kills itself (and its JVM) inside that write, e.g.
+# ``merge bronze.events`` (names as ``lake._with_retry`` gives them: merge/overwrite/upsert/append
+# + table).
+KILL_AT_ENV = "DEMANDLAKE_KILL_AT"
+# The three chosen points of the CI smoke run: inside the bronze MERGE, inside the silver write
+# and inside the score stage's publish (its second of three tables).
+KILL_POINTS = ("merge bronze.events", "overwrite silver.sessions", "overwrite gold.user_profiles")
 # The nightly graph without its training stages (pipeline.graph; no model: fallback forecasts).
 STAGES = tuple(s.name for s in graph.NIGHTLY if not s.name.startswith("train_"))
 
 
 # ---- child: run the chain, print stage markers, write a snapshot ------------------------------
+@contextlib.contextmanager
+def kill_point(what: str) -> Iterator[None]:
+    """SIGKILL this process group (Python and its JVM) while the Spark job of write ``what`` runs,
+    when ``$DEMANDLAKE_KILL_AT`` names it; otherwise nothing.
+
+    The write's jobs get a job group of their own; a watcher thread kills as soon as one of them
+    is running, so the kill lands inside the write, after it started and before it committed.
+    It prints ``KILLED <what>`` first, for the harness.
+    """
+    if os.environ.get(KILL_AT_ENV) != what:
+        yield
+        return
+    from pyspark import SparkContext
+
+    sc = SparkContext._active_spark_context
+    group = f"demandlake-kill-{uuid.uuid4().hex[:8]}"
+    sc.setJobGroup(group, what)  # thread-local: the jobs this thread starts from here
+
+    def watch() -> None:
+        tracker = sc.statusTracker()
+        while True:
+            for job in tracker.getJobIdsForGroup(group):
+                info = tracker.getJobInfo(job)
+                if info is not None and info.status == "RUNNING":
+                    print(f"KILLED {what}", flush=True)
+                    os.killpg(os.getpgid(0), signal.SIGKILL)
+            time.sleep(0.02)
+
+    threading.Thread(target=watch, daemon=True).start()
+    yield
+    raise RuntimeError(f"{KILL_AT_ENV}={what}: the write finished before a job of it was seen")
+
+
 def snapshot(spark, cfg) -> dict[str, list[str]]:
     """Every bronze/silver/gold table (current version) as sorted canonical JSON rows."""
     from pyspark.sql import functions as F
@@ -100,9 +143,12 @@ def chain(lake_dir: str, raw_dir: str, dates: list[dt.date], snapshot_to: str | 
 
 # ---- parent ------------------------------------------------------------------------------------
 def _run_child(lake_dir: Path, raw_dir: Path, dates: list[dt.date], snap: Path | None,
-               kill_after: float | None, log_file: Path, kill_from: str | None = None) -> dict:
+               kill_after: float | None, log_file: Path, kill_from: str | None = None,
+               kill_at: str | None = None) -> dict:
     """Run the chain in a child; SIGKILL it ``kill_after`` seconds after the stage marker
     ``kill_from`` (``"<date> <stage>"``) was printed, or after the first one when that is None.
+
+    ``kill_at`` instead arms ``kill_point``: the child kills itself inside that write.
 
     Returns the exit, the stage at the end and ``marks``: each marker's seconds after the first.
     """
@@ -115,6 +161,8 @@ def _run_child(lake_dir: Path, raw_dir: Path, dates: list[dt.date], snap: Path |
 
     def follow(stream) -> None:  # stage markers, as the child prints them
         for line in stream:
+            if line.startswith("KILLED "):
+                state["killed_at"] = line[7:].strip()
             if line.startswith("STAGE "):
                 now = time.monotonic()
                 state["stage"] = line[6:].strip()
@@ -124,8 +172,11 @@ def _run_child(lake_dir: Path, raw_dir: Path, dates: list[dt.date], snap: Path |
                     state["done"] = now
 
     with open(log_file, "ab") as err:
+        env = {k: v for k, v in os.environ.items() if k != KILL_AT_ENV}
+        if kill_at:
+            env[KILL_AT_ENV] = kill_at
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
-                                start_new_session=True)
+                                start_new_session=True, env=env)
         reader = threading.Thread(target=follow, args=(proc.stdout,), daemon=True)
         reader.start()
         killed = False
@@ -140,9 +191,39 @@ def _run_child(lake_dir: Path, raw_dir: Path, dates: list[dt.date], snap: Path |
         reader.join(timeout=10)
     stage, first = state["stage"], state["first"]
     marks = {k: round(v - first, 2) for k, v in state["marks"].items()} if first else {}
+    killed = killed or state.get("killed_at") is not None
     return {"returncode": proc.returncode, "killed": killed, "stage": stage, "marks": marks,
+            "killed_at": state.get("killed_at"),
             "seconds": round(time.monotonic() - t0, 1),
             "chain_seconds": round((state["done"] or time.monotonic()) - (first or t0), 1)}
+
+
+def run_kill_points(work: Path, points: tuple[str, ...] = KILL_POINTS, users: int = 20,
+                    days: int = 1, seed: int = 1) -> dict:
+    """A clean run, then on another lake one kill inside each write of ``points`` in turn (each
+    run killed is the rerun of the one before), then a rerun to the end; the final tables are
+    compared with the clean run's.
+
+    Returns:
+        ``clean``, ``kills`` (where each child died), ``final`` (the last rerun) and ``diff``
+        (``compare``; empty when every table is identical).
+    """
+    from demandlake import synth
+
+    raw, log_file = work / "raw", work / "children.log"
+    start = dt.date(2026, 11, 1)
+    synth.generate(raw, users=users, days=days, start_date=start.isoformat(), seed=seed)
+    synth.plant_faults(raw, seed=seed)
+    dates = [start + dt.timedelta(days=i) for i in range(days)]
+    clean = _run_child(work / "lake-clean", raw, dates, work / "clean.json", None, log_file)
+    kills = [_run_child(work / "lake-killed", raw, dates, None, None, log_file, kill_at=point)
+             for point in points]
+    final = _run_child(work / "lake-killed", raw, dates, work / "final.json", None, log_file)
+    diff = ({"runs": f"clean rc={clean['returncode']}, final rc={final['returncode']}"}
+            if clean["returncode"] or final["returncode"] else
+            compare(json.loads((work / "clean.json").read_text()),
+                    json.loads((work / "final.json").read_text())))
+    return {"clean": clean, "kills": kills, "final": final, "diff": diff, "log": str(log_file)}
 
 
 def compare(reference: dict[str, list[str]], got: dict[str, list[str]]) -> dict[str, dict]:

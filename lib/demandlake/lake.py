@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from delta import exceptions as delta_exceptions
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -233,15 +234,31 @@ def _conform(df: DataFrame, s: TableSpec) -> DataFrame:
     return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in s.schema.fields])
 
 
+# Delta's own classes for a commit that lost an optimistic-concurrency race (delta-spark turns
+# the JVM's io.delta.exceptions.* into these); anything else is a real failure.
+CONCURRENT_COMMIT = (
+    delta_exceptions.DeltaConcurrentModificationException, delta_exceptions.ConcurrentWriteException,
+    delta_exceptions.MetadataChangedException, delta_exceptions.ProtocolChangedException,
+    delta_exceptions.ConcurrentAppendException, delta_exceptions.ConcurrentDeleteReadException,
+    delta_exceptions.ConcurrentDeleteDeleteException,
+    delta_exceptions.ConcurrentTransactionException,
+)
+
+
 def _with_retry(action, what: str, attempts: int = 5):
-    """Retry a Delta commit that lost an optimistic-concurrency race (the losing run re-reads)."""
+    """Retry a Delta commit that lost an optimistic-concurrency race (the losing run re-reads).
+
+    Runs ``action`` under ``faults.kill_point(what)``: a no-op unless the kill harness armed
+    that point (``DEMANDLAKE_KILL_AT``).
+    """
+    from demandlake.faults import kill_point
+
     for attempt in range(1, attempts + 1):
         try:
-            return action()
-        except Exception as exc:  # delta raises several concurrent-modification classes
-            name = type(exc).__name__ + str(exc)[:200]
-            conflict = any(k in name for k in ("Concurrent", "ProtocolChanged", "MetadataChanged"))
-            if not conflict or attempt == attempts:
+            with kill_point(what):
+                return action()
+        except CONCURRENT_COMMIT:
+            if attempt == attempts:
                 raise
             log.warning("%s: concurrent commit, retrying (%d/%d)", what, attempt, attempts)
             time.sleep(0.5 * attempt)
