@@ -182,7 +182,7 @@ def _clear_interrupted_create(spark: SparkSession, location: str, min_age_s: flo
 
 def ensure_all(spark: SparkSession, cfg: Config, names: Iterable[str] | None = None) -> None:
     """Register every known table (cheap when they exist): makes `spark-sql` see them all."""
-    for name in names or list(TABLES):
+    for name in list(TABLES) if names is None else names:  # an empty list registers none
         ensure_table(spark, cfg, name)
 
 
