@@ -80,6 +80,12 @@ mkdir -p "$SPARK_CONF"
 printf 'spark.pyspark.python %s\nspark.pyspark.driver.python %s\n' \
   "$VENV/bin/python" "$VENV/bin/python" > "$SPARK_CONF/spark-defaults.conf"
 
+# pip's pyspark finds SPARK_HOME by running find_spark_home.py with `python3` from PATH, which in
+# a plain shell is not the venv's (no pyspark: "Could not find valid SPARK_HOME"); point its
+# default at the venv's interpreter (PYSPARK_DRIVER_PYTHON/PYSPARK_PYTHON still win).
+sed -i 's|PYSPARK_PYTHON:-"python3"|PYSPARK_PYTHON:-"'"$VENV"'/bin/python"|' \
+  "$VENV/bin/find-spark-home"
+
 # Delta jars: resolve once through Spark's Ivy into the cache; afterwards the session factory
 # passes the cached files as spark.jars, so no network is needed.
 # Ivy's resolution listing goes to a log file, shown only when the fetch fails.
