@@ -529,98 +529,102 @@ def _item_cum_weights(seed: int, items_per_category: int, cat: int, sens: float,
     return list(itertools.accumulate(weights))
 
 
-def _simulate_user(ctx: _Context, idx: int, catalog: tuple[tuple[_Item, ...], ...],
-                   day_str: list[str], events: _Sink, reviews: _Sink,
-                   counts: dict[str, int]) -> _User:
-    """Simulate one user's whole period into the sinks; returns the user's latent traits.
+class _UserSimulation:
+    """One user's whole period, simulated into the sinks session after session.
 
-    Args:
-        ctx: generation parameters.
-        idx: user index; with ``ctx.seed`` it alone seeds this user's random stream.
-        catalog: items per category.
-        day_str: ISO date of every day index of the period.
-        events: sink for event lines.
-        reviews: sink for review lines.
-        counts: per-type counters, updated in place.
+    With ``ctx.seed`` the user index alone seeds the random stream, so a user's lines do not
+    depend on which chunk or process simulates them. Every random draw happens in a fixed order,
+    which is what keeps the output byte-identical for the same arguments.
 
-    Returns:
-        The user's drawn traits.
+    State carried from session to session: ``pending`` (carted, not bought; abandoned after five
+    days), ``due`` (bought consumables running out) and the event, session and review counters;
+    within a session: ``sid`` and ``last`` (the time of its latest event).
     """
-    r = random.Random(f"{ctx.seed}-user-{idx}")
-    rnd, expo, gauss = r.random, r.expovariate, r.gauss
-    ev_bufs = events.bufs
-    tod = _time_of_day()
-    period_s = ctx.days * _DAY_S
-    u = _draw_user(r, idx, ctx.id_width, period_s)
-    uid = u.user_id
-    prop, sens = u.propensity, u.price_sensitivity
-    n_cat = len(_CATEGORIES)
-    mission_cw = list(itertools.accumulate(0.9 * p + 0.1 / n_cat for p in u.prefs))
-    mission_total = mission_cw[-1]
-    sens_q = round(sens, 1)
-    user_cw: dict[int, list[float]] = {}
-    weekend = _weekend_factors(ctx.start, ctx.days)
-    p_cart = 0.02 + 0.22 * prop
-    p_checkout = 0.15 + 0.75 * prop
-    qty_extra = 0.35 if u.segment == "loyal_high_spender" else 0.15
-    geo_views = math.log(1.0 - 1.0 / u.views_mean)
-    zh = u.language == "zh"
-    n_ev = n_sess = n_rev = 0
-    pending: list[tuple[_Item, int]] = []
-    pending_since = 0
-    due: list[tuple[float, _Item, int]] = []  # consumables to buy again: (due time, item, qty)
-    boost_max = 1.0 + 2.0 * prop
 
-    def emit(t: int, etype: str, sid: str, fragment: str, qty: str = "null",
-             query: str = "null") -> None:
-        nonlocal n_ev
-        day, sod = divmod(t, _DAY_S)
-        ev_bufs[day].append(
-            f'{{"event_id":"{uid}-e{n_ev}","user_id":"{uid}","session_id":"{sid}",'
-            f'"event_type":"{etype}",{fragment},"quantity":{qty},"search_query":{query},'
-            f'"timestamp":"{day_str[day]}T{tod[sod]}+00:00"}}\n')
-        counts[etype] += 1
-        n_ev += 1
+    # Slots: attribute reads in the per-event methods cost less (the simulation's hot path).
+    __slots__ = ("ctx", "catalog", "day_str", "ev_bufs", "rev_bufs", "counts", "r", "rnd",
+                 "expo", "gauss", "tod", "period_s", "u", "uid", "prop", "sens", "n_cat",
+                 "mission_cw", "mission_total", "sens_q", "user_cw", "weekend", "p_cart",
+                 "p_checkout", "qty_extra", "geo_views", "zh", "boost_max", "n_ev", "n_sess",
+                 "n_rev", "pending", "pending_since", "due", "sid", "last", "first")
 
-    def purchase(t: int, sid: str, cart: list[tuple[_Item, int]]) -> int:
-        nonlocal n_rev
-        for it, q in cart:
-            t += 1 + min(_MAX_INNER_GAP_S - 1, int(math.exp(gauss(2.5, 0.8))))
-            if t >= period_s:
-                return t
-            emit(t, "purchase", sid, it.json_fragment, str(q))
-            if _CATEGORIES[it.cat].consumable:
-                due.append((t + u.replenish_s * r.uniform(0.85, 1.15), it, q))
-            if ctx.reviews and rnd() < u.review_propensity:
-                rt = t + int((1.0 + expo(1 / 2.5)) * _DAY_S)
-                if rt < period_s:
-                    rating = _rating(r, it.quality, u.mood)
-                    title, text = _review_text(r, rating, u.language, it.cat, it.brand)
-                    day, sod = divmod(rt, _DAY_S)
-                    reviews.bufs[day].append(json.dumps({
-                        "review_id": f"{uid}-r{n_rev}", "user_id": uid, "item_id": it.item_id,
-                        "category": CATEGORY_NAMES[it.cat], "rating": rating,
-                        "label": 1 if rating >= 4 else (0 if rating <= 2 else None),
-                        "title": title, "text": text, "language": u.language,
-                        "timestamp": f"{day_str[day]}T{tod[sod]}+00:00",
-                    }, ensure_ascii=False, separators=(",", ":")) + "\n")
-                    counts[f"reviews_{u.language}"] += 1
-                    counts[f"rating_{rating}"] += 1
-                    n_rev += 1
-        return t
+    def __init__(self, ctx: _Context, idx: int, catalog: tuple[tuple[_Item, ...], ...],
+                 day_str: list[str], events: _Sink, reviews: _Sink, counts: dict[str, int]):
+        """Draw the user's traits and derive the per-user constants of the simulation.
 
-    t = u.start_s
-    while True:
-        # Next session start: thinning of a Poisson process whose rate is the user's activity,
-        # raised while a cart is pending or a consumable is due, times the hour-of-day, weekday
-        # and churn factors (<= 1).
-        may_boost = bool(pending or due)
+        Args:
+            ctx: generation parameters.
+            idx: user index; with ``ctx.seed`` it alone seeds this user's random stream.
+            catalog: items per category.
+            day_str: ISO date of every day index of the period.
+            events: sink for event lines.
+            reviews: sink for review lines.
+            counts: per-type counters, updated in place.
+        """
+        self.ctx, self.catalog, self.day_str = ctx, catalog, day_str
+        self.ev_bufs, self.rev_bufs, self.counts = events.bufs, reviews.bufs, counts
+        self.r = random.Random(f"{ctx.seed}-user-{idx}")
+        self.rnd, self.expo, self.gauss = self.r.random, self.r.expovariate, self.r.gauss
+        self.tod = _time_of_day()
+        self.period_s = ctx.days * _DAY_S
+        self.u = u = _draw_user(self.r, idx, ctx.id_width, self.period_s)
+        self.uid = u.user_id
+        self.prop, self.sens = u.propensity, u.price_sensitivity
+        self.n_cat = len(_CATEGORIES)
+        self.mission_cw = list(itertools.accumulate(0.9 * p + 0.1 / self.n_cat for p in u.prefs))
+        self.mission_total = self.mission_cw[-1]
+        self.sens_q = round(self.sens, 1)
+        self.user_cw: dict[int, list[float]] = {}  # item choice weights by category
+        self.weekend = _weekend_factors(ctx.start, ctx.days)
+        self.p_cart = 0.02 + 0.22 * self.prop
+        self.p_checkout = 0.15 + 0.75 * self.prop
+        self.qty_extra = 0.35 if u.segment == "loyal_high_spender" else 0.15
+        self.geo_views = math.log(1.0 - 1.0 / u.views_mean)
+        self.zh = u.language == "zh"
+        self.boost_max = 1.0 + 2.0 * self.prop
+        self.n_ev = self.n_sess = self.n_rev = 0
+        self.pending: list[tuple[_Item, int]] = []
+        self.pending_since = 0
+        self.due: list[tuple[float, _Item, int]] = []  # consumables to buy again: (due, item, qty)
+        self.sid = ""
+        self.last = 0
+        self.first = True
+
+    def run(self) -> _User:
+        """Simulate every session of the period.
+
+        Returns:
+            The user's drawn traits.
+        """
+        t = self.u.start_s
+        while True:
+            t = self._next_session_start(t)
+            if t >= self.period_s:
+                break
+            self._session(int(t))
+            t = float(self.last + _SESSION_GAP_S + 1)
+        self.counts["sessions"] += self.n_sess
+        return self.u
+
+    # -- between sessions --
+    def _first_due(self) -> float:
+        return min(d for d, _, _ in self.due) if self.due else math.inf
+
+    def _next_session_start(self, t: float) -> float:
+        """The next session start after ``t``, ``>= period_s`` when the period ends first.
+
+        Thinning of a Poisson process whose rate is the user's activity, raised while a cart is
+        pending or a consumable is due, times the hour-of-day, weekday and churn factors (<= 1).
+        """
+        u, rnd, expo, period_s, weekend = self.u, self.rnd, self.expo, self.period_s, self.weekend
+        pending, boost_max = self.pending, self.boost_max
+        may_boost = bool(pending or self.due)
         lam_max = u.activity * (boost_max if may_boost else 1.0) / _DAY_S
-        first_due = min(d for d, _, _ in due) if due else math.inf
+        first_due = self._first_due()
         while True:
             t += expo(lam_max)
             if t >= period_s:
-                break
+                return t
             day = int(t // _DAY_S)
             accept = _HOURLY[int(t % _DAY_S) // 3600] * weekend[day] / _WEEKEND_BOOST
             if u.churn_tau_s is not None:
@@ -628,110 +632,203 @@ def _simulate_user(ctx: _Context, idx: int, catalog: tuple[tuple[_Item, ...], ..
             if may_boost and not pending and t < first_due:
                 accept /= boost_max
             if rnd() < accept:
-                break
-        if t >= period_s:
-            break
-        now = int(t)
-        sid = f"{uid}-s{n_sess}"
-        n_sess += 1
-        if pending and now - pending_since > _PENDING_TTL_S:
-            pending = []  # abandoned cart
-        cart: list[tuple[_Item, int]] = []
-        last = now
-        first = True
+                return t
 
-        def step() -> int:
-            nonlocal last, first
-            if first:
-                first = False
-                return last
-            last += 1 + min(_MAX_INNER_GAP_S - 1, int(math.exp(gauss(3.6, 1.0))))
-            return last
-
+    # -- one session --
+    def _session(self, now: int) -> None:
+        """One session starting at ``now``: rebuy what has run out, maybe check out a pending
+        cart, maybe search, browse, then buy the cart or leave it pending."""
+        self.sid = f"{self.uid}-s{self.n_sess}"
+        self.n_sess += 1
+        self.last, self.first = now, True
+        if self.pending and now - self.pending_since > _PENDING_TTL_S:
+            self.pending = []  # abandoned cart
         # A consumable that has run out is usually bought again, first thing.
-        if due and first_due <= now:
-            ready = [(it, q) for d, it, q in due if d <= now]
-            due = [x for x in due if x[0] > now]
-            rebuy = []
-            for it, q in ready:
-                if rnd() < 0.45 + 0.5 * prop and step() < period_s:
-                    emit(last, "view", sid, it.json_fragment)
-                    if step() < period_s:
-                        emit(last, "cart", sid, it.json_fragment, str(q))
-                        rebuy.append((it, q))
-            if rebuy:
-                last = purchase(last, sid, rebuy)
+        if self.due and self._first_due() <= now:
+            self._rebuy(now)
         # A returning user with a pending cart often goes straight to checkout.
-        if pending and rnd() < 0.3 + 0.6 * prop:
-            for it, _q in pending:
-                if step() >= period_s:
-                    break
-                emit(last, "view", sid, it.json_fragment)
-            if last < period_s and rnd() < p_checkout:
-                last = purchase(last, sid, pending)
-                pending = []
-        mission = bisect(mission_cw, rnd() * mission_total, 0, n_cat - 1)
-        brand_q = None
-        if rnd() < u.search_p and step() < period_s:
-            spec = _CATEGORIES[mission]
-            noun = r.choice(spec.nouns_zh if zh else spec.nouns_en)
-            x = rnd()
-            if x < 0.35:
-                brand_q = u.fav_brand.get(mission) or r.choice(spec.brands)
-                q = f"{brand_q}{noun}" if zh else f"{brand_q} {noun}"
-            elif x < 0.35 + 0.3 * min(1.0, max(0.0, sens)):
-                q = f"便宜{noun}" if zh else r.choice(("cheap ", "discount ", "")) + noun + (
-                    " sale" if rnd() < 0.3 else "")
+        if self.pending and self.rnd() < 0.3 + 0.6 * self.prop:
+            self._checkout_pending()
+        mission = self._pick_category()
+        brand_q = self._search(mission)
+        cart = self._browse(mission, brand_q)
+        if cart and self.last < self.period_s:
+            if self.rnd() < self.p_checkout * 0.8:
+                self.last = self._purchase(self._step(), self.pending + cart)
+                self.pending = []
             else:
-                q = noun if rnd() < 0.6 else (f"{noun}推荐" if zh else f"best {noun}")
-            emit(last, "search", sid,
-                 f'"item_id":null,"category":"{spec.name}","brand":{json.dumps(brand_q)},'
-                 f'"price":null', query=json.dumps(q, ensure_ascii=False))
-        n_views = 1 + int(math.log(1.0 - rnd()) / geo_views)
+                self.pending = (self.pending + cart)[-5:]
+                self.pending_since = self.last
+
+    def _step(self) -> int:
+        """The time of the session's next event (its start for the first one), kept in ``last``."""
+        if self.first:
+            self.first = False
+            return self.last
+        self.last = last = self.last + 1 + min(_MAX_INNER_GAP_S - 1,
+                                               int(math.exp(self.gauss(3.6, 1.0))))
+        return last
+
+    def _rebuy(self, now: int) -> None:
+        """View, cart and buy again the consumables due by ``now`` (each with some chance)."""
+        ready = [(it, q) for d, it, q in self.due if d <= now]
+        self.due = [x for x in self.due if x[0] > now]
+        rebuy = []
+        for it, q in ready:
+            if self.rnd() < 0.45 + 0.5 * self.prop and self._step() < self.period_s:
+                self._emit(self.last, "view", it.json_fragment)
+                if self._step() < self.period_s:
+                    self._emit(self.last, "cart", it.json_fragment, str(q))
+                    rebuy.append((it, q))
+        if rebuy:
+            self.last = self._purchase(self.last, rebuy)
+
+    def _checkout_pending(self) -> None:
+        """View the pending cart's items again, then maybe buy them."""
+        for it, _q in self.pending:
+            if self._step() >= self.period_s:
+                break
+            self._emit(self.last, "view", it.json_fragment)
+        if self.last < self.period_s and self.rnd() < self.p_checkout:
+            self.last = self._purchase(self.last, self.pending)
+            self.pending = []
+
+    def _pick_category(self) -> int:
+        """A category by the user's preferences (90%) or at random (10%)."""
+        return bisect(self.mission_cw, self.rnd() * self.mission_total, 0, self.n_cat - 1)
+
+    def _search(self, mission: int) -> str | None:
+        """Maybe open the session with a search for the mission's product, a brand or a bargain.
+
+        Returns:
+            The brand searched for, or None.
+        """
+        rnd, zh, r = self.rnd, self.zh, self.r
+        if not (rnd() < self.u.search_p and self._step() < self.period_s):
+            return None
+        brand_q = None
+        spec = _CATEGORIES[mission]
+        noun = r.choice(spec.nouns_zh if zh else spec.nouns_en)
+        x = rnd()
+        if x < 0.35:
+            brand_q = self.u.fav_brand.get(mission) or r.choice(spec.brands)
+            q = f"{brand_q}{noun}" if zh else f"{brand_q} {noun}"
+        elif x < 0.35 + 0.3 * min(1.0, max(0.0, self.sens)):
+            q = f"便宜{noun}" if zh else r.choice(("cheap ", "discount ", "")) + noun + (
+                " sale" if rnd() < 0.3 else "")
+        else:
+            q = noun if rnd() < 0.6 else (f"{noun}推荐" if zh else f"best {noun}")
+        self._emit(self.last, "search",
+                   f'"item_id":null,"category":"{spec.name}","brand":{json.dumps(brand_q)},'
+                   f'"price":null', query=json.dumps(q, ensure_ascii=False))
+        return brand_q
+
+    def _pick_item(self, cat: int) -> _Item:
+        """An item of ``cat`` by popularity, price sensitivity and brand loyalty."""
+        cw = self.user_cw.get(cat)
+        if cw is None:
+            cw = self.user_cw[cat] = _item_cum_weights(
+                self.ctx.seed, self.ctx.items_per_category, cat, self.sens_q,
+                self.u.fav_brand.get(cat))
+        return self.catalog[cat][bisect(cw, self.rnd() * cw[-1], 0, len(cw) - 1)]
+
+    def _quantity(self, cat: int) -> int:
+        """How many of an item go into the cart: more for consumables and big spenders."""
+        rnd, q = self.rnd, 1
+        if _CATEGORIES[cat].consumable or rnd() < self.qty_extra:
+            while rnd() < 0.35 and q < 6:
+                q += 1
+        return q
+
+    def _browse(self, mission: int, brand_q: str | None) -> list[tuple[_Item, int]]:
+        """View items, mostly of the mission category, with the odd fav, cart and removal.
+
+        Returns:
+            The items carted and not removed, with their quantities.
+        """
+        rnd, step, emit, period_s = self.rnd, self._step, self._emit, self.period_s
+        cart: list[tuple[_Item, int]] = []
+        n_views = 1 + int(math.log(1.0 - rnd()) / self.geo_views)
         cat = mission
         for _ in range(n_views):
             if rnd() < 0.12:
-                cat = bisect(mission_cw, rnd() * mission_total, 0, n_cat - 1)
-            cw = user_cw.get(cat)
-            if cw is None:
-                cw = user_cw[cat] = _item_cum_weights(ctx.seed, ctx.items_per_category, cat,
-                                                      sens_q, u.fav_brand.get(cat))
-            it = catalog[cat][bisect(cw, rnd() * cw[-1], 0, len(cw) - 1)]
+                cat = self._pick_category()
+            it = self._pick_item(cat)
             if brand_q is not None and it.brand != brand_q and rnd() < 0.5:
                 continue  # searching for a brand, the user skips other brands' items
             if step() >= period_s:
                 break
-            emit(last, "view", sid, it.json_fragment)
+            emit(self.last, "view", it.json_fragment)
             if rnd() < 0.04:
                 if step() >= period_s:
                     break
-                emit(last, "fav", sid, it.json_fragment)
+                emit(self.last, "fav", it.json_fragment)
             # Bargain hunters rarely cart items above the category's price level.
-            pc = p_cart * min(1.5, math.exp(-0.5 * max(0.0, sens) * it.log_rel_price))
+            pc = self.p_cart * min(1.5, math.exp(-0.5 * max(0.0, self.sens) * it.log_rel_price))
             if rnd() < pc:
-                q = 1
-                if _CATEGORIES[cat].consumable or rnd() < qty_extra:
-                    while rnd() < 0.35 and q < 6:
-                        q += 1
+                q = self._quantity(cat)
                 if step() >= period_s:
                     break
-                emit(last, "cart", sid, it.json_fragment, str(q))
+                emit(self.last, "cart", it.json_fragment, str(q))
                 if rnd() < 0.1:
                     if step() >= period_s:
                         break
-                    emit(last, "remove_from_cart", sid, it.json_fragment)
+                    emit(self.last, "remove_from_cart", it.json_fragment)
                 else:
                     cart.append((it, q))
-        if cart and last < period_s:
-            if rnd() < p_checkout * 0.8:
-                last = purchase(step(), sid, pending + cart)
-                pending = []
-            else:
-                pending = (pending + cart)[-5:]
-                pending_since = last
-        t = float(last + _SESSION_GAP_S + 1)
-    counts["sessions"] += n_sess
-    return u
+        return cart
+
+    # -- what gets written --
+    def _emit(self, t: int, etype: str, fragment: str, qty: str = "null",
+              query: str = "null") -> None:
+        """Append one event line of this session at time ``t``."""
+        uid = self.uid
+        day, sod = divmod(t, _DAY_S)
+        self.ev_bufs[day].append(
+            f'{{"event_id":"{uid}-e{self.n_ev}","user_id":"{uid}","session_id":"{self.sid}",'
+            f'"event_type":"{etype}",{fragment},"quantity":{qty},"search_query":{query},'
+            f'"timestamp":"{self.day_str[day]}T{self.tod[sod]}+00:00"}}\n')
+        self.counts[etype] += 1
+        self.n_ev += 1
+
+    def _purchase(self, t: int, cart: list[tuple[_Item, int]]) -> int:
+        """Buy the cart's items one after another from ``t``; schedules consumables to run out
+        and maybe a review of each.
+
+        Returns:
+            The time of the last purchase (``>= period_s`` if the period ended first).
+        """
+        u, rnd, period_s = self.u, self.rnd, self.period_s
+        for it, q in cart:
+            t += 1 + min(_MAX_INNER_GAP_S - 1, int(math.exp(self.gauss(2.5, 0.8))))
+            if t >= period_s:
+                return t
+            self._emit(t, "purchase", it.json_fragment, str(q))
+            if _CATEGORIES[it.cat].consumable:
+                self.due.append((t + u.replenish_s * self.r.uniform(0.85, 1.15), it, q))
+            if self.ctx.reviews and rnd() < u.review_propensity:
+                self._review(t, it)
+        return t
+
+    def _review(self, t: int, it: _Item) -> None:
+        """A review of ``it`` bought at ``t``, 1 to about 10 days later, unless after the period."""
+        u, r = self.u, self.r
+        rt = t + int((1.0 + self.expo(1 / 2.5)) * _DAY_S)
+        if rt >= self.period_s:
+            return
+        rating = _rating(r, it.quality, u.mood)
+        title, text = _review_text(r, rating, u.language, it.cat, it.brand)
+        day, sod = divmod(rt, _DAY_S)
+        self.rev_bufs[day].append(json.dumps({
+            "review_id": f"{self.uid}-r{self.n_rev}", "user_id": self.uid, "item_id": it.item_id,
+            "category": CATEGORY_NAMES[it.cat], "rating": rating,
+            "label": 1 if rating >= 4 else (0 if rating <= 2 else None),
+            "title": title, "text": text, "language": u.language,
+            "timestamp": f"{self.day_str[day]}T{self.tod[sod]}+00:00",
+        }, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self.counts[f"reviews_{u.language}"] += 1
+        self.counts[f"rating_{rating}"] += 1
+        self.n_rev += 1
 
 
 def _new_counts() -> dict[str, int]:
@@ -759,7 +856,7 @@ def _run_chunk(task: tuple[_Context, int, int, int, str | None]) -> dict[str, in
     counts = _new_counts()
     truth = []
     for idx in range(lo, hi):
-        u = _simulate_user(ctx, idx, catalog, day_str, events, reviews, counts)
+        u = _UserSimulation(ctx, idx, catalog, day_str, events, reviews, counts).run()
         counts[f"segment_{u.segment}"] += 1
         if root is not None:
             truth.append(_truth_line(u))
@@ -809,7 +906,7 @@ def _users_for_target(ctx: _Context, events_target: int) -> int:
     counts = _new_counts()
     total = 0
     for idx in range(_PILOT_USERS):
-        _simulate_user(ctx, idx, catalog, day_str, events, reviews, counts)
+        _UserSimulation(ctx, idx, catalog, day_str, events, reviews, counts).run()
         events.flush()
         reviews.flush()
         # Stop at whichever user count lands closer to the target.
