@@ -21,10 +21,12 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     package_dir={"": "lib"},
-    # conf/ holds only data (defaults.yaml, linked from the top-level conf/): listed as a
-    # package of its own so setuptools ships it without warning about a data-only folder.
-    packages=find_packages("lib") + ["demandlake.conf"],
-    package_data={"demandlake": ["sql/*.sql"], "demandlake.conf": ["*.yaml"]},
+    # conf/ (defaults.yaml, linked from the top-level conf/) and templates/ (the run report's
+    # Jinja2 templates, demandlake.report) hold only data: each is listed as a package of its own
+    # so setuptools ships it without warning about a data-only folder.
+    packages=find_packages("lib") + ["demandlake.conf", "demandlake.templates"],
+    package_data={"demandlake": ["sql/*.sql"], "demandlake.conf": ["*.yaml"],
+                  "demandlake.templates": ["*.html.j2"]},
     include_package_data=True,
     install_requires=_requirements(),
     extras_require={

@@ -141,6 +141,34 @@ def test_report_of_an_empty_lake_says_what_is_missing(spark, cfg, tmp_path):
     assert page.count("Not available:") == len(SECTIONS)
 
 
+def test_page_escapes_every_value_from_the_lake():
+    """Templates render with autoescape: text from the lake (errors, names, metrics) is never
+    markup, while the blocks keep their own."""
+    from demandlake import report
+    from demandlake.config import load_config
+
+    cfg = load_config(overrides=["lake.uri=s3a://b/<lake>"])
+    evil = "<script>x</script>"
+    sections = [report.Section("stages", "A & B", [
+        report.Heading(evil), report.Note(evil, "na"), report.Cards([("1", evil)]),
+        report.Table(["h<"], [[evil], [report.Status("failed")], [report.Lines([evil, "k=1"])]],
+                     frozenset({0})),
+        report.Chart("QUJD")])]
+
+    page = report._page(cfg, RUN, sections)
+
+    assert "<script>" not in page
+    esc = "&lt;script&gt;x&lt;/script&gt;"
+    assert "<p>lake s3a://b/&lt;lake&gt; &middot; generated " in page
+    assert "<a href='#stages'>A &amp; B</a>" in page
+    assert f"<section id='stages'><h2>A &amp; B</h2><h3>{esc}</h3><p class='na'>{esc}</p>" in page
+    assert f"<div class='cards'><div class='card'><b>1</b><span>{esc}</span></div></div>" in page
+    assert (f"<table><thead><tr><th>h&lt;</th></tr></thead><tbody><tr><td class='num'>{esc}</td>"
+            "</tr><tr><td class='num'><span class='bad'>failed</span></td></tr>"
+            f"<tr><td class='num'>{esc}<br>k=1</td></tr></tbody></table>") in page
+    assert "<img alt='chart' src='data:image/png;base64,QUJD'></section>" in page
+
+
 def test_report_rejects_a_date_that_is_not_a_date(spark, cfg):
     with pytest.raises(ValueError):
         write_report(spark, cfg, "14/11/2026")

@@ -6,18 +6,23 @@ results (when an ``ops.quality_checks`` table exists), the latest versions of th
 models with their metrics (MLflow), segment sizes and the forecast distribution. Every section
 reads only aggregates (a few rows per table) and says "not available" instead of failing when its
 source is missing, so a report can be written for any date of any lake.
+
+The code here gathers each section's content as blocks (cards, tables, notes, charts); the markup
+lives in Jinja2 templates (``demandlake/templates/report.html.j2`` and ``blocks.html.j2``,
+package data), rendered with autoescape on so that no value from the lake is read as HTML.
 """
 from __future__ import annotations
 
 import base64
 import datetime as dt
-import html
+import functools
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Collection, Iterable, Sequence
+from typing import Callable, ClassVar, Collection, Iterable, Sequence, Union
 
+import jinja2
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -30,33 +35,87 @@ HISTOGRAM_BINS = 20
 MAX_QUALITY_ROWS = 200
 MODEL_VERSIONS_SHOWN = 3
 
-_CSS = """
-body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1f2933;
-background:#f5f7fa}
-header{background:#1f3a5f;color:#fff;padding:18px 32px}
-header h1{margin:0 0 4px;font-size:24px}header p{margin:0;opacity:.85;font-size:13px}
-nav{padding:8px 32px;background:#e4e9f0;font-size:13px}nav a{margin-right:14px;color:#1f3a5f}
-main{padding:8px 32px 32px;max-width:1100px}
-section{background:#fff;border:1px solid #d9e2ec;border-radius:6px;padding:12px 20px;margin:16px 0}
-h2{font-size:18px;margin:4px 0 10px;color:#1f3a5f}
-table{border-collapse:collapse;font-size:13px;margin:6px 0}
-th,td{border-bottom:1px solid #e4e9f0;padding:4px 10px;text-align:left;vertical-align:top}
-th{background:#f0f4f8}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.na{color:#7b8794;font-style:italic}.bad{color:#b42318;font-weight:600}.ok{color:#067647}
-.cards{display:flex;gap:12px;flex-wrap:wrap}
-.card{background:#f0f4f8;border-radius:6px;padding:8px 14px;min-width:120px}
-.card b{display:block;font-size:20px}.card span{font-size:12px;color:#52606d}
-img{max-width:100%;height:auto}
-"""
+
+# ---- blocks: what a section shows, rendered by templates/blocks.html.j2 (one macro per kind) -----
+@dataclass(frozen=True)
+class Note:
+    """A paragraph; ``cls`` 'na' greys it (sources that are not there)."""
+
+    text: str
+    cls: str = ""
+    kind: ClassVar[str] = "note"
+
+
+@dataclass(frozen=True)
+class Heading:
+    """A sub-heading inside a section (one per registered model)."""
+
+    text: str
+    kind: ClassVar[str] = "heading"
+
+
+@dataclass(frozen=True)
+class Cards:
+    """Headline numbers: ``(value, label)`` pairs."""
+
+    items: Sequence[tuple[str, str]]
+    kind: ClassVar[str] = "cards"
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A plot: base64 PNG bytes, inlined in the page."""
+
+    png: str
+    kind: ClassVar[str] = "chart"
+
+
+@dataclass(frozen=True)
+class Status:
+    """A status cell, coloured by its value (failed in red, succeeded in green)."""
+
+    text: str
+    kind: ClassVar[str] = "status"
+
+    @property
+    def cls(self) -> str:
+        low = self.text.lower()
+        if low in ("failed", "false", "fail", "error"):
+            return "bad"
+        return "ok" if low in ("succeeded", "true", "pass", "passed", "ok", "success") else ""
+
+
+@dataclass(frozen=True)
+class Lines:
+    """A cell of several lines (``name=value`` pairs)."""
+
+    items: Sequence[str]
+    kind: ClassVar[str] = "lines"
+
+
+Cell = Union[str, Status, Lines]
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows of cells under a header; columns in ``numeric`` are right-aligned."""
+
+    header: Sequence[str]
+    rows: Sequence[Sequence[Cell]]
+    numeric: Collection[int] = frozenset()
+    kind: ClassVar[str] = "table"
+
+
+Block = Union[Note, Heading, Cards, Chart, Table]
 
 
 @dataclass
 class Section:
-    """One part of the page: an anchor, a title and its HTML body."""
+    """One part of the page: an anchor, a title and its blocks."""
 
     key: str
     title: str
-    body: str
+    blocks: list[Block] = field(default_factory=list)
 
 
 def write_report(spark: SparkSession, cfg: Config, run_date: dt.date | str,
@@ -82,7 +141,7 @@ def write_report(spark: SparkSession, cfg: Config, run_date: dt.date | str,
 
 def render_report(spark: SparkSession, cfg: Config, day: dt.date) -> str:
     """The report page of ``day`` as one HTML string (no external resources)."""
-    builders: list[tuple[str, str, Callable[[], str]]] = [
+    builders: list[tuple[str, str, Callable[[], list[Block]]]] = [
         ("stages", "Stage timings and row counts", lambda: _stages(spark, cfg, day)),
         ("quarantine", "Quarantine reasons", lambda: _quarantine(spark, cfg, day)),
         ("quality", "Data quality checks", lambda: _quality(spark, cfg, day)),
@@ -93,16 +152,16 @@ def render_report(spark: SparkSession, cfg: Config, day: dt.date) -> str:
     sections = []
     for key, title, build in builders:
         try:
-            body = build()
+            blocks = build()
         except Exception as exc:  # one broken source must not cost the whole report
             log.warning("report section %s failed", key, exc_info=True)
-            body = _na(f"could not be read: {type(exc).__name__}: {exc}")
-        sections.append(Section(key, title, body))
+            blocks = _na(f"could not be read: {type(exc).__name__}: {exc}")
+        sections.append(Section(key, title, blocks))
     return _page(cfg, day, sections)
 
 
 # ---- sections ------------------------------------------------------------------------------------
-def _stages(spark: SparkSession, cfg: Config, day: dt.date) -> str:
+def _stages(spark: SparkSession, cfg: Config, day: dt.date) -> list[Block]:
     if not lake.table_exists(spark, cfg, "ops.runs"):
         return _na("table ops.runs does not exist in this lake (no stage has run).")
     rows = (lake.read(spark, cfg, "ops.runs")
@@ -117,17 +176,17 @@ def _stages(spark: SparkSession, cfg: Config, day: dt.date) -> str:
                     (f"{sum(r['duration_s'] or 0 for r in rows):.1f} s", "total time")])
     table = _table(
         ["stage", "status", "started (UTC)", "duration (s)", "row counts", "error"],
-        [[r["stage"], _status(r["status"]), _fmt(r["started_at"]), _num(r["duration_s"], 1),
-          _counts(r["metrics"]), html.escape((r["error"] or "")[:300])] for r in rows],
-        numeric={3}, escaped={1, 4, 5})
+        [[r["stage"], Status(_fmt(r["status"])), r["started_at"], _num(r["duration_s"], 1),
+          _counts(r["metrics"]), (r["error"] or "")[:300]] for r in rows],
+        numeric={3})
     chart = _barh([f"{r['stage']} ({r['status']})" for r in rows],
                   [float(r["duration_s"] or 0) for r in rows], "seconds",
                   colors=["#b42318" if r["status"] == "failed" else "#2f6fab" for r in rows],
                   integer=False)
-    return cards + table + chart
+    return [cards, table, chart]
 
 
-def _quarantine(spark: SparkSession, cfg: Config, day: dt.date) -> str:
+def _quarantine(spark: SparkSession, cfg: Config, day: dt.date) -> list[Block]:
     if not lake.table_exists(spark, cfg, "bronze.quarantine"):
         return _na("table bronze.quarantine does not exist in this lake "
                    "(no record quarantined yet).")
@@ -137,15 +196,15 @@ def _quarantine(spark: SparkSession, cfg: Config, day: dt.date) -> str:
             .orderBy(F.col("count").desc(), "kind", "reason")
             .collect())
     if not rows:
-        return "<p>No record was quarantined by the ingest of this date.</p>"
+        return [Note("No record was quarantined by the ingest of this date.")]
     table = _table(["kind", "reason", "records"],
                    [[r["kind"], r["reason"], r["count"]] for r in rows], numeric={2})
     chart = _barh([f"{r['kind']}: {r['reason']}" for r in rows], [r["count"] for r in rows],
                   "records", colors=["#c4661f"] * len(rows))
-    return _cards([(sum(r["count"] for r in rows), "records quarantined")]) + table + chart
+    return [_cards([(sum(r["count"] for r in rows), "records quarantined")]), table, chart]
 
 
-def _quality(spark: SparkSession, cfg: Config, day: dt.date) -> str:
+def _quality(spark: SparkSession, cfg: Config, day: dt.date) -> list[Block]:
     df = _optional_table(spark, cfg, "ops.quality_checks")
     if df is None:
         return _na("no ops.quality_checks table in this lake (no data-quality checks recorded).")
@@ -160,14 +219,14 @@ def _quality(spark: SparkSession, cfg: Config, day: dt.date) -> str:
         return _na(f"ops.quality_checks has no result for {day}.")
     cols = [c for c in df.columns if c != date_col]
     status_cols = {i for i, c in enumerate(cols) if c in ("status", "passed", "outcome", "result")}
-    body = [[_status(r[c]) if i in status_cols else _fmt(r[c]) for i, c in enumerate(cols)]
+    body = [[Status(_fmt(r[c])) if i in status_cols else r[c] for i, c in enumerate(cols)]
             for r in rows[:MAX_QUALITY_ROWS]]
-    more = (f"<p class='na'>first {MAX_QUALITY_ROWS} results shown.</p>"
-            if len(rows) > MAX_QUALITY_ROWS else "")
-    return _table(cols, body, escaped=status_cols) + more
+    more = ([Note(f"first {MAX_QUALITY_ROWS} results shown.", "na")]
+            if len(rows) > MAX_QUALITY_ROWS else [])
+    return [_table(cols, body), *more]
 
 
-def _models(cfg: Config) -> str:
+def _models(cfg: Config) -> list[Block]:
     names = [cfg.get("sequence_model.registered_name", "demandlake-sequence"),
              cfg.get("sentiment_model.registered_name", "demandlake-sentiment")]
     uri = cfg.mlflow_tracking_uri
@@ -178,15 +237,16 @@ def _models(cfg: Config) -> str:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    parts = []
+    parts: list[Block] = []
     for name in names:
+        parts.append(Heading(name))
         try:
             versions = client.search_model_versions(f"name = '{name}'")
         except MlflowException as exc:
-            parts.append(f"<h3>{html.escape(name)}</h3>" + _na(f"registry not readable: {exc}"))
+            parts += _na(f"registry not readable: {exc}")
             continue
         if not versions:
-            parts.append(f"<h3>{html.escape(name)}</h3>" + _na("not registered yet."))
+            parts += _na("not registered yet.")
             continue
         latest = sorted(versions, key=lambda v: int(v.version), reverse=True)[:MODEL_VERSIONS_SHOWN]
         rows = []
@@ -195,13 +255,11 @@ def _models(cfg: Config) -> str:
             registered = dt.datetime.fromtimestamp(v.creation_timestamp / 1000, dt.timezone.utc)
             rows.append([v.version, ", ".join(getattr(v, "aliases", None) or []) or "-",
                          _fmt(registered.replace(tzinfo=None)), v.run_id or "-", _metrics(metrics)])
-        parts.append(f"<h3>{html.escape(name)}</h3>"
-                     + _table(["version", "aliases", "registered (UTC)", "run", "metrics"], rows,
-                              escaped={4}))
-    return "".join(parts)
+        parts.append(_table(["version", "aliases", "registered (UTC)", "run", "metrics"], rows))
+    return parts
 
 
-def _segments(spark: SparkSession, cfg: Config, day: dt.date) -> str:
+def _segments(spark: SparkSession, cfg: Config, day: dt.date) -> list[Block]:
     if not lake.table_exists(spark, cfg, "gold.user_profiles"):
         return _na("table gold.user_profiles does not exist in this lake (nothing scored yet).")
     rows = (lake.read(spark, cfg, "gold.user_profiles")
@@ -219,10 +277,10 @@ def _segments(spark: SparkSession, cfg: Config, day: dt.date) -> str:
                      _num(r["churn_risk"], 3)] for r in rows], numeric={1, 2, 3})
     chart = _barh([r["segment"] for r in rows], [r["users"] for r in rows], "users",
                   colors=["#3f8f5f"] * len(rows))
-    return _cards([(sum(r["users"] for r in rows), "users profiled")]) + table + chart
+    return [_cards([(sum(r["users"] for r in rows), "users profiled")]), table, chart]
 
 
-def _forecasts(spark: SparkSession, cfg: Config, day: dt.date) -> str:
+def _forecasts(spark: SparkSession, cfg: Config, day: dt.date) -> list[Block]:
     if not lake.table_exists(spark, cfg, "gold.demand_forecasts"):
         return _na("table gold.demand_forecasts does not exist in this lake (nothing scored yet).")
     df = lake.read(spark, cfg, "gold.demand_forecasts").where(F.col("run_date") == F.lit(day))
@@ -243,7 +301,7 @@ def _forecasts(spark: SparkSession, cfg: Config, day: dt.date) -> str:
         per_band[r["score_band"]] = per_band.get(r["score_band"], 0) + r["count"]
     cards = _cards([(total, "users forecast"), (fallbacks, "fallback forecasts")]
                    + [(per_band.get(b, 0), f"band {b}") for b in ("high", "medium", "low")])
-    return cards + _histogram(counts)
+    return [cards, _histogram(counts)]
 
 
 # ---- sources ------------------------------------------------------------------------------------
@@ -281,49 +339,32 @@ def _write_text(spark: SparkSession, target: str, text: str) -> None:
 
 
 # ---- HTML ---------------------------------------------------------------------------------------
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """The report's templates, read as package data (also from a zipped wheel on --py-files)."""
+    return jinja2.Environment(loader=jinja2.PackageLoader("demandlake", "templates"),
+                              autoescape=True, undefined=jinja2.StrictUndefined)
+
+
 def _page(cfg: Config, day: dt.date, sections: Sequence[Section]) -> str:
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    nav = "".join(f"<a href='#{s.key}'>{html.escape(s.title)}</a>" for s in sections)
-    body = "".join(f"<section id='{s.key}'><h2>{html.escape(s.title)}</h2>{s.body}</section>"
-                   for s in sections)
-    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>demandlake report {day}</title><style>{_CSS}</style></head><body>"
-            f"<header><h1>demandlake run report: {day}</h1>"
-            f"<p>lake {html.escape(cfg.lake_uri)} &middot; generated {now}</p></header>"
-            f"<nav>{nav}</nav><main>{body}</main></body></html>")
+    return _templates().get_template("report.html.j2").render(
+        day=day, lake_uri=cfg.lake_uri, generated=now, sections=sections)
 
 
-def _na(why: str) -> str:
-    return f"<p class='na'>Not available: {html.escape(why)}</p>"
+def _na(why: str) -> list[Block]:
+    return [Note(f"Not available: {why}", "na")]
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence], numeric: Collection[int] = (),
-           escaped: Collection[int] = ()) -> str:
-    """An HTML table; cells are escaped unless their column index is in ``escaped``."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    lines = []
-    for row in rows:
-        cells = []
-        for i, v in enumerate(row):
-            text = str(v) if i in escaped else html.escape(_fmt(v))
-            cls = " class='num'" if i in numeric else ""
-            cells.append(f"<td{cls}>{text}</td>")
-        lines.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+def _table(header: Sequence[str], rows: Iterable[Sequence], numeric: Collection[int] = ()) -> Table:
+    """A table; plain values are formatted with :func:`_fmt`, Status and Lines cells kept."""
+    return Table(list(header),
+                 [[v if isinstance(v, (Status, Lines)) else _fmt(v) for v in row] for row in rows],
+                 frozenset(numeric))
 
 
-def _cards(items: Sequence[tuple[object, str]]) -> str:
-    return ("<div class='cards'>" + "".join(
-        f"<div class='card'><b>{html.escape(_fmt(v))}</b><span>{html.escape(label)}</span></div>"
-        for v, label in items) + "</div>")
-
-
-def _status(value) -> str:
-    text = _fmt(value)
-    bad = text.lower() in ("failed", "false", "fail", "error")
-    good = text.lower() in ("succeeded", "true", "pass", "passed", "ok", "success")
-    cls = "bad" if bad else "ok" if good else ""
-    return f"<span class='{cls}'>{html.escape(text)}</span>"
+def _cards(items: Sequence[tuple[object, str]]) -> Cards:
+    return Cards([(_fmt(v), label) for v, label in items])
 
 
 def _fmt(value) -> str:
@@ -340,31 +381,30 @@ def _num(value, digits: int) -> str:
     return "" if value is None else f"{float(value):.{digits}f}"
 
 
-def _counts(metrics: dict | None) -> str:
-    """The numeric entries of an ops.runs metrics map, as ``name=value`` lines (escaped HTML)."""
+def _counts(metrics: dict | None) -> Lines:
+    """The numeric entries of an ops.runs metrics map, as ``name=value`` lines."""
     items = []
     for k, v in sorted((metrics or {}).items()):
         try:
             float(v)
         except (TypeError, ValueError):
             continue
-        items.append(f"{html.escape(k)}={html.escape(v)}")
-    return "<br>".join(items)
+        items.append(f"{k}={v}")
+    return Lines(items)
 
 
-def _metrics(metrics: dict) -> str:
-    return "<br>".join(f"{html.escape(k)}={v:.4g}" for k, v in sorted(metrics.items())[:12])
+def _metrics(metrics: dict) -> Lines:
+    return Lines([f"{k}={v:.4g}" for k, v in sorted(metrics.items())[:12]])
 
 
-def _png(fig) -> str:
+def _png(fig) -> Chart:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    return ("<img alt='chart' src='data:image/png;base64,"
-            + base64.b64encode(buf.getvalue()).decode("ascii") + "'>")
+    return Chart(base64.b64encode(buf.getvalue()).decode("ascii"))
 
 
 def _barh(labels: Sequence[str], values: Sequence[float], xlabel: str,
-          colors: Sequence[str], integer: bool = True) -> str:
+          colors: Sequence[str], integer: bool = True) -> Chart:
     """A horizontal bar chart as an inline PNG (matplotlib's Agg canvas, no display needed)."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -381,7 +421,7 @@ def _barh(labels: Sequence[str], values: Sequence[float], xlabel: str,
     return _png(fig)
 
 
-def _histogram(counts: Sequence[int]) -> str:
+def _histogram(counts: Sequence[int]) -> Chart:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
