@@ -1,12 +1,12 @@
 """What differs between the two trained models: data columns, preprocessing, model, loss, metrics.
 
 The Horovod trainer (:mod:`demandlake.training.horovod_trainer`) is the same for both; it asks a
-task for the columns to read, the arrays to train on, the model, the loss and the evaluation.
+task for the columns to read, the arrays to train on, the model, the loss, the evaluation and the
+rows the serving champion is judged on. :class:`Task` holds the defaults.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 
@@ -19,7 +19,44 @@ def _section(cfg: dict, name: str) -> dict:
     return dict(cfg.get(name) or {})
 
 
-class SequenceTask:
+class Task:
+    """What the trainer asks of every task, with the defaults of a task that fits no
+    preprocessing, serves the model it trains and whose champion codes its inputs as it does.
+
+    A task also names ``name``, ``table``, ``columns``, ``row_filter``, ``pyfunc_class_name``
+    and ``predictor_class_name``, and implements ``build_model``, ``losses``, ``val_sums``,
+    ``val_metrics``, ``pyfunc_meta``, ``frame``, ``eval_sums``, ``eval_metrics`` and
+    ``promotion``.
+    """
+
+    def prepare(self, tables: dict, hvd) -> dict:
+        """Arrays per split: ``{split: (x, y)}``, from :meth:`arrays` (nothing fitted).
+
+        Args:
+            tables: this rank's pyarrow table of each split (None where it has no rows).
+            hvd: the Horovod module, for preprocessing fitted across ranks.
+        """
+        return {s: self.arrays(t) for s, t in tables.items() if t is not None}
+
+    def arrays(self, table) -> tuple[dict, dict]:
+        """Model inputs and labels of one table's rows."""
+        raise NotImplementedError(f"{type(self).__name__} must prepare its arrays")
+
+    def serving_model(self, model):
+        """The model scoring serves (and the final evaluation judges): the trained one."""
+        return model
+
+    def champion_splits(self, data_spec: dict) -> dict | None:
+        """The splits to judge the serving champion on, when they are not the new model's.
+
+        Returns:
+            ``{split: {"split", "files"}}``, or None: the champion is judged on the new model's
+            rows (it codes its raw inputs itself).
+        """
+        return None
+
+
+class SequenceTask(Task):
     """Purchase propensity + next categories from ``gold.sequence_examples``."""
 
     name = "sequence"
@@ -50,10 +87,6 @@ class SequenceTask:
         import pyarrow.compute as pc
 
         return pc.is_valid(table["label_purchase"])
-
-    def prepare(self, tables: dict, hvd) -> dict:
-        """Arrays per split: ``{split: (x, y)}`` (no fitted preprocessing for this task)."""
-        return {s: self.arrays(t) for s, t in tables.items() if t is not None}
 
     def arrays(self, table) -> tuple[dict, dict]:
         from demandlake.training.data import fixed_width, padded_lists
@@ -149,8 +182,11 @@ class SequenceTask:
                 **{f"val_categories_{k}": v for k, v in r.items() if k != "n_with_purchase"}}
 
     # -- final evaluation through the pyfunc wrapper (any model version, same code) --
-    def serving_model(self, model):
-        return model
+    def champion_splits(self, data_spec: dict) -> dict | None:
+        """The rows the driver coded with the champion's own vocabulary (``champion_splits``),
+        when its vocabulary table differs from this run's: the model takes ids, so it must be
+        judged on ids as scoring codes them for it. None when it shares this run's."""
+        return data_spec.get("champion_splits") or None
 
     def pyfunc_meta(self) -> dict:
         return {"task": self.name, "max_length": self.max_length, "n_static": self.n_static,
@@ -183,7 +219,7 @@ class SequenceTask:
         return f"purchase_{metric}", metric != "log_loss"
 
 
-class SentimentTask:
+class SentimentTask(Task):
     """Binary review sentiment from ``gold.review_corpus`` (text -> positive probability)."""
 
     name = "sentiment"
@@ -308,7 +344,7 @@ class SentimentTask:
 TASKS = {"sequence": SequenceTask, "sentiment": SentimentTask}
 
 
-def make_task(task: str, cfg: dict, data_spec: dict) -> Any:
+def make_task(task: str, cfg: dict, data_spec: dict) -> Task:
     """The task object for ``sequence`` or ``sentiment``."""
     try:
         return TASKS[task](cfg, data_spec)
