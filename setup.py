@@ -6,6 +6,10 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).parent
 
 
+# The SQL endpoint's Python client (HiveServer2 protocol; pure Python, SASL PLAIN via pure-sasl).
+SQL_CLIENT = ["pyhive==0.7.0", "thrift>=0.16", "thrift_sasl>=0.4.3", "pure-sasl>=0.6.2"]
+
+
 def _requirements() -> list[str]:
     lines = (HERE / "requirements.txt").read_text().splitlines()
     reqs = [ln.split("#")[0].strip() for ln in lines]
@@ -23,10 +27,11 @@ setup(
     package_dir={"": "lib"},
     # conf/ (defaults.yaml, linked from the top-level conf/) and templates/ (the run report's
     # Jinja2 templates, demandlake.report) hold only data: each is listed as a package of its own
-    # so setuptools ships it without warning about a data-only folder.
-    packages=find_packages("lib") + ["demandlake.conf", "demandlake.templates"],
+    # so setuptools ships it without warning about a data-only folder; jvm/ holds the SQL
+    # endpoint's read-only rule (Java source, compiled once into the cache by sql_endpoint).
+    packages=find_packages("lib") + ["demandlake.conf", "demandlake.templates", "demandlake.jvm"],
     package_data={"demandlake": ["sql/*.sql"], "demandlake.conf": ["*.yaml"],
-                  "demandlake.templates": ["*.html.j2"]},
+                  "demandlake.templates": ["*.html.j2"], "demandlake.jvm": ["*.java"]},
     include_package_data=True,
     install_requires=_requirements(),
     extras_require={
@@ -34,6 +39,9 @@ setup(
         "dev": ["pytest>=8", "chispa==0.12.0", "duckdb>=1.1"],
         # Horovod is built from source by scripts/bootstrap.sh (no wheels on PyPI); see docs/STACK.md.
         "horovod": ["horovod==0.28.1"],
+        # `demandlake sql` through a running SQL endpoint, and the endpoint's tests (installed by
+        # scripts/bootstrap.sh; without them `demandlake sql` starts a local Spark session).
+        "sql": SQL_CLIENT,
     },
     entry_points={"console_scripts": ["demandlake=demandlake.cli:main"]},
 )

@@ -96,4 +96,14 @@ if ! "$VENV/bin/python" -m demandlake.spark --fetch-jars >"$CACHE/jars/fetch.log
   exit 1
 fi
 
+# SQL endpoint (demandlake serve-sql): the Python client `demandlake sql` and the tests use
+# (pure Python; outside requirements.txt so that adding it did not re-key every venv), and the
+# read-only rule compiled once with javac (a JRE alone: serve-sql says so and stops).
+if ! "$VENV/bin/python" -c 'import pyhive.hive, thrift_sasl, puresasl' 2>/dev/null; then
+  "$VENV/bin/pip" install -q "pyhive==0.7.0" "thrift>=0.16" "thrift_sasl>=0.4.3" "pure-sasl>=0.6.2" >&2
+fi
+if ! "$VENV/bin/python" -m demandlake.sql_endpoint --build-jar >"$CACHE/jars/sql-endpoint.log" 2>&1; then
+  log "compiling the SQL endpoint's read-only rule failed (serve-sql will not start): $(tail -3 "$CACHE/jars/sql-endpoint.log")"
+fi
+
 echo "$VENV"

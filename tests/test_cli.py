@@ -19,6 +19,7 @@ COMMAND_FLAGS = {
     "nightly": {"--run-date", "--no-train"},
     "backfill": {"--start-date", "--end-date", "--force"},
     "sql": {"--limit"},
+    "serve-sql": {"--host", "--port"},
     "status": {"--limit"},
     "report": {"--run-date", "--out"},
     "forget": {"--user-id", "--user-id-file", "--request-id", "--vacuum-hours"},

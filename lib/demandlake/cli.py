@@ -262,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
                         'e.g. "SELECT * FROM gold.user_profiles LIMIT 10"')
     q.add_argument("--limit", type=positive_int, default=50, help="rows to print")
 
+    e = sub.add_parser("serve-sql", help="serve the lake's tables read-only over JDBC/ODBC "
+                                         "(Spark Thrift server; beeline, BI tools, PyHive)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument("--host", help="address to listen on (default: sql_endpoint.host, 127.0.0.1)")
+    e.add_argument("--port", type=positive_int, help="port (default: sql_endpoint.port, 10000)")
+
     s = sub.add_parser("status", help="what ran, when, counts and model versions",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     s.add_argument("--limit", type=positive_int, default=20, help="runs to show")
@@ -455,18 +461,37 @@ def cmd_backfill(cfg, args) -> int:
 
 
 def cmd_sql(cfg, args) -> int:
-    spark = _spark(cfg)
-    from demandlake import lake
+    from demandlake import sql_endpoint
 
-    # Tables the catalog already has (the persistent metastore of the embedded default) are
-    # taken as registered; the others (an in-memory catalog) are registered from their
-    # locations. Creating each table "if not exists" again cost seconds apiece.
-    lake.ensure_all(spark, cfg, [n for n in lake.TABLES if not spark.catalog.tableExists(n)
-                                 and lake.table_exists(spark, cfg, n)])
     # The user's own single read-only statement (checked by read_only_sql), executed as given:
-    # nothing is spliced into it.
+    # nothing is spliced into it. A running endpoint for this lake answers in about a second.
+    conn = sql_endpoint.connect(cfg) if cfg.get("sql_endpoint.use_from_cli", True) else None
+    if conn is not None:
+        log.info("query sent to the SQL endpoint on %s:%d", *sql_endpoint.endpoint_address(cfg))
+        try:
+            print(sql_endpoint.format_table(sql_endpoint.query(conn, args.query, args.limit)))
+        except Exception as exc:
+            raise RuntimeError(sql_endpoint.error_text(exc)) from None
+        finally:
+            conn.close()
+        return 0
+    # Else a local session. It registers only the tables the query names, by location, in an
+    # in-memory catalog (sql_endpoint.reader_config): no embedded Derby metastore, so it runs
+    # beside a writer that holds it.
+    rcfg = sql_endpoint.reader_config(cfg)
+    spark = _spark(rcfg)
+    sql_endpoint.register_tables(spark, rcfg, sql_endpoint.referenced_tables(args.query))
     spark.sql(args.query).show(args.limit, truncate=False)
     return 0
+
+
+def cmd_serve_sql(cfg, args) -> int:
+    from demandlake import sql_endpoint
+
+    overrides = {"sql_endpoint.host": args.host, "sql_endpoint.port": args.port}
+    cfg = cfg.with_overrides({k: v for k, v in overrides.items() if v is not None}, source="flags")
+    return sql_endpoint.serve(cfg, java_log=_LOGS.spark if _LOGS else None,
+                              ready=lambda text: print(text, flush=True))
 
 
 def _read_user_ids(path: str) -> list[str]:
@@ -534,6 +559,7 @@ COMMANDS: dict[str, Callable] = {
     "generate": cmd_generate,
     **{stage: _stage_command(stage) for stage in graph.stage_names() if stage != "maintain"},
     "train": cmd_train, "nightly": cmd_nightly, "backfill": cmd_backfill, "sql": cmd_sql,
+    "serve-sql": cmd_serve_sql,
     "status": cmd_status, "report": cmd_report, "forget": cmd_forget, "maintain": cmd_maintain,
 }
 

@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
@@ -227,7 +227,7 @@ def _jvm_output_to(path: Path | None) -> Iterator[None]:
 
 
 def get_spark(cfg: Config, app_name: str | None = None,
-              java_log: Path | None = None) -> SparkSession:
+              java_log: Path | None = None, extra_jars: Iterable[str] = ()) -> SparkSession:
     """Build (or return the running) SparkSession for ``cfg``.
 
     Args:
@@ -235,6 +235,7 @@ def get_spark(cfg: Config, app_name: str | None = None,
         app_name: overrides ``spark.app_name``.
         java_log: send the JVM's log to this file (the CLI's runs; ignored under spark-submit,
             whose JVM is already running).
+        extra_jars: more jars for the driver and executors (added to ``spark.jars``).
 
     Returns:
         A session with Delta, the catalog and the project's schemas (bronze, silver, gold, ops).
@@ -246,6 +247,8 @@ def get_spark(cfg: Config, app_name: str | None = None,
     clear_interrupted_metastore(metastore_dir(cfg))
     wanted = session_conf(cfg)
     choose_python(submitted, wanted)
+    if extra_jars:
+        wanted["spark.jars"] = ",".join(filter(None, [wanted.get("spark.jars"), *extra_jars]))
     if "PYSPARK_GATEWAY_PORT" in os.environ:
         java_log = None  # spark-submit started the JVM with its own log settings
     if java_log is not None:
