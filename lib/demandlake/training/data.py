@@ -119,7 +119,7 @@ def _fs_and_path(uri: str):
 
 
 def read_shard(split_spec: dict, rank: int, size: int, columns: Sequence[str],
-               row_filter=None):
+               row_filter=None, order_by: Sequence[str] = ()):
     """Read this rank's rows of one split as a pyarrow Table.
 
     Args:
@@ -127,6 +127,12 @@ def read_shard(split_spec: dict, rank: int, size: int, columns: Sequence[str],
         rank, size: this rank and the number of ranks.
         columns: columns to read (``split`` is added for the filter).
         row_filter: optional ``Table -> boolean mask`` applied after the split filter.
+        order_by: key columns (those the files hold) by which the rows are put in order, a
+            stable sort after the files' rows are concatenated in path order. The order of
+            rows inside a Parquet file is whatever the writing tasks produced, which differs
+            between two lakes written with the same rows (a cluster against ``local[2]``);
+            with the key order, the same files give a rank the same rows in the same order,
+            so deterministic training gives the same weights.
 
     Returns:
         The rank's rows (possibly empty), with ``columns`` only.
@@ -136,31 +142,53 @@ def read_shard(split_spec: dict, rank: int, size: int, columns: Sequence[str],
     import pyarrow.parquet as pq
 
     files = list(split_spec.get("files") or [])
-    cols = list(dict.fromkeys([*columns, "split"]))
-    counts = None
-    if 0 < len(files) < size:
-        counts = []
-        for f in files:
-            fs, path = _fs_and_path(f)
-            with fs.open_input_file(path) as fh:
-                counts.append(pq.ParquetFile(fh).metadata.num_rows)
-    tables = []
-    for piece in shard_plan(files, rank, size, counts):
-        fs, path = _fs_and_path(piece.file)
+    cols = list(dict.fromkeys([*columns, "split", *order_by]))
+
+    def read(file):
+        fs, path = _fs_and_path(file)
         # Partition columns (cutoff_date) live in the path, not the file; only read real ones.
         schema_names = set(pq.read_schema(path, filesystem=fs).names)
-        t = pq.read_table(path, filesystem=fs, columns=[c for c in cols if c in schema_names])
-        if piece.start or piece.stop is not None:
-            t = t.slice(piece.start, (piece.stop or t.num_rows) - piece.start)
-        tables.append(t)
+        return pq.read_table(path, filesystem=fs, columns=[c for c in cols if c in schema_names])
+
+    def in_order(t):  # pyarrow's sort_indices is stable: ties keep the files' path order
+        keys = [c for c in order_by if c in t.column_names]
+        return t.take(pc.sort_indices(t, [(c, "ascending") for c in keys])) \
+            if keys and t.num_rows else t
+
+    split = split_spec.get("split")
+
+    def wanted(t):
+        if split is not None and "split" in t.column_names:
+            t = t.filter(pc.equal(t["split"], split))
+        if row_filter is not None and t.num_rows:
+            t = t.filter(row_filter(t))
+        return t
+
+    tables = []
+    if 0 < len(files) < size and order_by:
+        # Fewer files than ranks: every rank reads the (few, small) files whole and takes its
+        # equal range of this split's wanted rows in key order (one file often holds every
+        # split: ranges over all its rows could leave a rank without a row of this split).
+        whole = in_order(wanted(pa.concat_tables([read(f) for f in files],
+                                                 promote_options="default")))
+        lo, hi = whole.num_rows * rank // size, whole.num_rows * (rank + 1) // size
+        tables.append(whole.slice(lo, hi - lo))
+    else:
+        counts = None
+        if 0 < len(files) < size:
+            counts = []
+            for f in files:
+                fs, path = _fs_and_path(f)
+                with fs.open_input_file(path) as fh:
+                    counts.append(pq.ParquetFile(fh).metadata.num_rows)
+        for piece in shard_plan(files, rank, size, counts):
+            t = read(piece.file)
+            if piece.start or piece.stop is not None:
+                t = t.slice(piece.start, (piece.stop or t.num_rows) - piece.start)
+            tables.append(t)
     if not tables:
         return None
-    table = pa.concat_tables(tables, promote_options="default")
-    split = split_spec.get("split")
-    if split is not None and "split" in table.column_names:
-        table = table.filter(pc.equal(table["split"], split))
-    if row_filter is not None and table.num_rows:
-        table = table.filter(row_filter(table))
+    table = in_order(wanted(pa.concat_tables(tables, promote_options="default")))
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise ValueError(f"shard of split {split!r} lacks columns {missing}")

@@ -252,7 +252,7 @@ def _read(t, spec: dict, rank: int, size: int):
     """This rank's rows of one split, with the task's columns and row filter."""
     from demandlake.training.data import read_shard
 
-    return read_shard(spec, rank, size, t.columns, t.row_filter)
+    return read_shard(spec, rank, size, t.columns, t.row_filter, getattr(t, "order_by", ()))
 
 
 class _RankRun:

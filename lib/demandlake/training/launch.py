@@ -134,12 +134,65 @@ def _spark_rank(task: str, cfg: dict, data_spec: dict, out_dir: str, env: dict) 
     return _jsonable(result)
 
 
+def shipped_archives() -> tuple[list[str], str | None]:
+    """The archives of ``--py-files`` / ``addPyFile`` (file names) and the driver's copy folder."""
+    from pyspark import SparkContext, SparkFiles
+
+    sc = SparkContext._active_spark_context
+    includes = list(getattr(sc, "_python_includes", None) or []) if sc is not None else []
+    try:
+        driver_root = SparkFiles.getRootDirectory() if includes else None
+    except Exception:  # noqa: BLE001 - only a fallback location for local[N]
+        driver_root = None
+    return includes, driver_root
+
+
+def with_shipped_archives(target, includes: list[str], driver_root: str | None):
+    """A function for ``horovod.spark.run`` that puts the shipped archives on ``sys.path``, then
+    runs ``target`` (``"module:function"``, imported after that; or a function of ``__main__``).
+
+    Each rank is a new process (``python -m horovod.spark.task.gloo_exec_fn``) started by the
+    Spark task with the Python worker's environment. pyspark puts the ``--py-files`` archives on
+    ``sys.path`` only inside its own workers, never in ``PYTHONPATH``, so a rank started this way
+    could not import demandlake shipped as a zip: ``_spark_rank`` itself, pickled by reference,
+    failed to load ("No module named 'demandlake'"). The returned closure is pickled by value
+    and needs nothing from demandlake to load: it adds the archives as pyspark's worker does (the
+    executor's copies, in its working folder, which Horovod passes as ``HOROVOD_SPARK_WORK_DIR``;
+    else the driver's, for ``local[N]``), and only then imports ``target``.
+    """
+    def rank(*args, **kwargs):
+        import importlib
+        import os
+        import sys
+
+        bases = [os.environ.get("HOROVOD_SPARK_WORK_DIR"), os.getcwd(), driver_root]
+        for name in includes:
+            for base in filter(None, bases):
+                path = os.path.join(base, name)
+                if os.path.exists(path):
+                    if path not in sys.path:
+                        sys.path.insert(1, path)
+                    break
+        fn = target
+        if isinstance(target, str):
+            module, _, attr = target.partition(":")
+            fn = getattr(importlib.import_module(module), attr)
+        return fn(*args, **kwargs)
+
+    return rank
+
+
 def run_on_spark(task: str, cfg: dict, data_spec: dict, out_dir: str, num_proc: int,
                  env: dict | None = None, start_timeout_s: int = 600) -> dict:
-    """Run the ranks as Spark tasks with ``horovod.spark.run`` (Gloo); returns rank 0's result."""
+    """Run the ranks as Spark tasks with ``horovod.spark.run`` (Gloo); returns rank 0's result.
+
+    Works with demandlake installed on the nodes or shipped with ``--py-files`` as a zip
+    (:func:`with_shipped_archives`).
+    """
     import horovod.spark
 
+    fn = with_shipped_archives("demandlake.training.launch:_spark_rank", *shipped_archives())
     results = horovod.spark.run(
-        _spark_rank, args=(task, cfg, data_spec, out_dir, dict(env or {})), num_proc=num_proc,
+        fn, args=(task, cfg, data_spec, out_dir, dict(env or {})), num_proc=num_proc,
         use_gloo=True, start_timeout=start_timeout_s, verbose=1)
     return results[0]

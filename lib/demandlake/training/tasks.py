@@ -81,6 +81,7 @@ class SequenceTask(Task):
 
     columns = ("item_ids", "category_ids", "event_type_ids", "price_buckets", "time_gaps",
                "static_features", "label_purchase", "label_categories")
+    order_by = ("user_id", "cutoff_date")  # rows in key order (training.data.read_shard)
 
     @staticmethod
     def row_filter(table):
@@ -227,6 +228,7 @@ class SentimentTask(Task):
     pyfunc_class_name = "SentimentPyfunc"
     predictor_class_name = "SentimentPredictor"
     columns = ("text", "label", "category", "language")
+    order_by = ("review_id",)
 
     def __init__(self, cfg: dict, data_spec: dict):
         self.cfg = cfg

@@ -235,10 +235,38 @@ def _pip_requirements() -> list[str]:
     return reqs
 
 
+def package_folder(tmp: str | Path) -> str:
+    """The demandlake package as a folder, for MLflow's ``code_paths``.
+
+    Where the package was imported from a folder (a checkout, an installed wheel), that folder.
+    Where it came from an archive (``spark-submit --py-files demandlake.zip``: ``__file__`` is
+    ``.../demandlake.zip/demandlake/__init__.py``), MLflow cannot copy a path inside the zip
+    ("Failed to copy the specified code path"), so the package's files are extracted from the
+    archive under ``tmp`` and that copy is returned.
+    """
+    import zipfile
+
+    import demandlake
+
+    pkg = Path(demandlake.__file__).parent
+    if pkg.is_dir():
+        return str(pkg)
+    archive = next((a for a in pkg.parents if a.is_file()), None)
+    if archive is None or not zipfile.is_zipfile(archive):
+        raise FileNotFoundError(f"demandlake imported from {pkg}: neither a folder nor a zip")
+    inner = pkg.relative_to(archive).as_posix() + "/"
+    out = Path(tmp) / "code"
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(out, [n for n in z.namelist()
+                           if n.startswith(inner) and "__pycache__/" not in n])
+    return str(out / inner.rstrip("/"))
+
+
 def log_model(run_id: str, task, serving_model, meta: dict, example) -> str:
     """Log ``serving_model`` as a pyfunc (wrapper + ``.keras`` artifact) with its signature.
 
-    The demandlake package travels in ``code_paths`` so a scoring cluster can load the wrapper.
+    The demandlake package travels in ``code_paths`` so a scoring cluster can load the wrapper
+    (:func:`package_folder`: extracted when it was imported from a ``--py-files`` zip).
 
     Returns:
         The logged model's URI.
@@ -246,7 +274,6 @@ def log_model(run_id: str, task, serving_model, meta: dict, example) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
-    import demandlake
     from demandlake.training import predictors, pyfunc
 
     cls = getattr(pyfunc, task.pyfunc_class_name)
@@ -259,7 +286,7 @@ def log_model(run_id: str, task, serving_model, meta: dict, example) -> str:
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=cls(meta), artifacts={"keras_model": str(path)},
                 signature=signature, pip_requirements=_pip_requirements(),
-                code_paths=[str(Path(demandlake.__file__).parent)])
+                code_paths=[package_folder(tmp)])
     return info.model_uri
 
 
