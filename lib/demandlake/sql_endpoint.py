@@ -223,15 +223,20 @@ def start(cfg: Config, java_log: Path | None = None):
     rcfg = reader_config(cfg)
     rcfg = rcfg.with_overrides({f"spark.conf.{k}": v for k, v in server_spark_conf(cfg, jar).items()},
                                source="sql endpoint")
+    t0 = time.monotonic()
     spark = get_spark(rcfg, app_name="demandlake-sql-endpoint", java_log=java_log,
                       extra_jars=[str(jar)])
+    t1 = time.monotonic()
     tables = register_tables(spark, rcfg)
+    t2 = time.monotonic()
     jvm = spark.sparkContext._jvm
     rule = getattr(jvm, READ_ONLY_CLASS)
     rule.install(spark._jsparkSession)
     rule.enable()
     thrift = jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2
     server = thrift.startWithSparkSession(spark._jsparkSession, False)
+    log.info("SQL endpoint: Spark %.1fs, %d tables registered %.1fs, Thrift server %.1fs",
+             t1 - t0, len(tables), t2 - t1, time.monotonic() - t2)
     return spark, server, rcfg, tables
 
 
@@ -296,7 +301,7 @@ class Result:
     more: bool  # rows beyond the limit were left unread
 
 
-def connect(cfg: Config, timeout_s: float = 2.0):
+def connect(cfg: Config, timeout_s: float = 2.0, handshake_s: float = 60.0):
     """A DB-API connection to the endpoint serving this lake, or None (none running, another
     lake's, or PyHive not installed)."""
     host, port = endpoint_address(cfg)
@@ -307,14 +312,28 @@ def connect(cfg: Config, timeout_s: float = 2.0):
     except ImportError:
         log.info("an endpoint listens on %s:%d but PyHive is not installed", host, port)
         return None
+    # PyHive's own connect() has no timeout: something else on the port must not hang the
+    # command, so the handshake gets one, and the queries then run without it.
+    import thrift_sasl
+    from thrift.transport import TSocket
+
+    user = os.environ.get("USER") or "demandlake"
+    sock = TSocket.TSocket(host, port)
+    sock.setTimeout(handshake_s * 1000)
+    transport = thrift_sasl.TSaslClientTransport(
+        lambda: hive.get_installed_sasl(host=host, sasl_auth="PLAIN", username=user,
+                                        password="x"),  # any password: no authentication
+        "PLAIN", sock)
     try:
-        conn = hive.connect(host=host, port=port, username=os.environ.get("USER", "demandlake"))
+        conn = hive.connect(thrift_transport=transport, username=user)
         cur = conn.cursor()
         cur.execute(f"SET {LAKE_PROPERTY}")
         served = dict(cur.fetchall()).get(LAKE_PROPERTY)
     except Exception as exc:  # anything not a HiveServer2 talking to us: not our endpoint
         log.info("no usable SQL endpoint on %s:%d: %s", host, port, exc)
+        transport.close()
         return None
+    sock.setTimeout(None)
     if served != cfg.lake_uri:
         log.info("the endpoint on %s:%d serves %s, not %s", host, port, served, cfg.lake_uri)
         conn.close()
@@ -346,8 +365,8 @@ def format_table(result: Result) -> str:
     cells = [[text(v) for v in row] for row in result.rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(result.columns)]
     line = "+" + "+".join("-" * w for w in widths) + "+"
-    out = [line, "|" + "|".join(c.rjust(w) for c, w in zip(result.columns, widths)) + "|", line]
-    out += ["|" + "|".join(v.rjust(w) for v, w in zip(r, widths)) + "|" for r in cells]
+    out = [line, "|" + "|".join(c.ljust(w) for c, w in zip(result.columns, widths)) + "|", line]
+    out += ["|" + "|".join(v.ljust(w) for v, w in zip(r, widths)) + "|" for r in cells]
     out.append(line)
     if result.more:
         out.append(f"only showing top {len(result.rows)} rows")
