@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -128,8 +129,6 @@ def referenced_tables(text: str) -> list[str]:
 
 
 def _words_with_dots(text: str) -> Iterable[str]:
-    import re
-
     return re.findall(r"[A-Za-z_][A-Za-z0-9_]*\s*\.\s*[A-Za-z_][A-Za-z0-9_]*", text.replace("`", ""))
 
 
@@ -185,16 +184,18 @@ def server_spark_conf(cfg: Config, jar: Path) -> dict[str, str]:
     }
 
 
-def _artifact(jar: str) -> str:
-    """``com.fasterxml.jackson.core_jackson-databind-2.13.5.jar`` -> ``jackson-databind``."""
-    import re
-
-    name = os.path.basename(jar).split("_", 1)[-1] if "_" in os.path.basename(jar) else os.path.basename(jar)
-    return re.sub(r"-\d[^-]*(-[a-z]+)?\.jar$", "", name)
+def _artifact(jar: str, ivy: bool = False) -> str:
+    """A jar's artifact name: ``jackson-databind-2.21.jar`` -> ``jackson-databind``; with
+    ``ivy``, Ivy's ``group_artifact-version.jar`` (``com.fasterxml.jackson.core_jackson-databind-
+    2.13.5.jar``) gives the same."""
+    name = os.path.basename(jar)
+    if ivy:
+        name = name.split("_", 1)[-1]
+    return re.sub(r"-\d[^-]*(-[a-z0-9]+)?\.jar$", "", name)
 
 
 def _not_in_spark(jars: Iterable[str]) -> list[str]:
-    """The jars of ``jars`` whose artifact Spark does not ship itself.
+    """The jars of ``jars`` (Ivy's names) whose artifact Spark does not ship itself.
 
     The driver's class path comes before Spark's own jars, while ``spark.jars`` come after
     them; Delta's resolved dependencies (jackson-databind 2.13, hadoop-client 3.4.2, ...) put
@@ -203,7 +204,7 @@ def _not_in_spark(jars: Iterable[str]) -> list[str]:
     spark_own = {_artifact(j) for j in glob.glob(str(_pyspark_jars() / "*.jar"))}
     if "jcl-over-slf4j" in spark_own:
         spark_own.add("commons-logging")  # same classes, Spark's bridge to slf4j
-    return [j for j in jars if _artifact(j) not in spark_own]
+    return [j for j in jars if _artifact(j, ivy=True) not in spark_own]
 
 
 def state_file(cfg: Config) -> Path | None:
@@ -221,7 +222,8 @@ def start(cfg: Config, java_log: Path | None = None):
 
     jar = build_read_only_jar()
     rcfg = reader_config(cfg)
-    rcfg = rcfg.with_overrides({f"spark.conf.{k}": v for k, v in server_spark_conf(cfg, jar).items()},
+    settings = server_spark_conf(cfg, jar)
+    rcfg = rcfg.with_overrides({f"spark.conf.{k}": v for k, v in settings.items()},
                                source="sql endpoint")
     t0 = time.monotonic()
     spark = get_spark(rcfg, app_name="demandlake-sql-endpoint", java_log=java_log,

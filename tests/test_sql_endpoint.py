@@ -1,0 +1,261 @@
+"""The SQL endpoint (``demandlake serve-sql``): analysts' queries over JDBC/ODBC, read-only, and
+readers that run beside a process holding the lake's embedded Derby catalog.
+
+One endpoint for the module, started as the CLI starts it (a separate process) over the shared
+scored lake (tests/helpers/scored_lake.py), while a real Derby (``ij``, another JVM) holds the
+embedded metastore under ``<lake>/_catalog``: the state in which a second Spark process used to
+fail with XSDB6. A local ``demandlake sql`` (no endpoint) starts at the same time, so the two
+JVMs start together instead of one after the other.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import scored_lake as tl
+from test_queries import PARAMS, QUERIES, TABLES, bind, parse_queries
+
+pytest.importorskip("pyhive.hive", reason="the SQL client (pyhive) is installed by bootstrap")
+
+ROOT = Path(__file__).resolve().parents[1]
+DERBY_NOISE = ("XSDB6", "Another instance of Derby", "derby")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "lib"), env.get("PYTHONPATH")]))
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
+
+
+def _cli(lake_uri: str, port: int, *args: str) -> list[str]:
+    return [sys.executable, "-m", "demandlake.cli", "--lake", lake_uri,
+            "--set", "spark.master=local[2]", "--set", "spark.conf.spark.driver.memory=1g",
+            "--set", "spark.conf.spark.sql.shuffle.partitions=2",
+            "--set", f"sql_endpoint.port={port}", *args]
+
+
+def _pyspark_home() -> Path:
+    import pyspark
+
+    return Path(pyspark.__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def derby_held(scored_lake):
+    """A real embedded Derby booted on the lake's metastore folder by another JVM (``ij``)."""
+    lake_dir = Path(scored_lake.cfg.lake_uri)
+    catalog = lake_dir / "_catalog"
+    catalog.mkdir(exist_ok=True)
+    jars = _pyspark_home() / "jars"
+    cp = os.pathsep.join(str(j) for j in sorted(jars.glob("derby*.jar")))
+    ij = subprocess.Popen(
+        ["java", f"-Dderby.system.home={catalog}", "-cp", cp, "org.apache.derby.tools.ij"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ij.stdin.write(f"connect 'jdbc:derby:{catalog / 'metastore_db'};create=true';\n")
+    ij.stdin.flush()
+    lock = catalog / "metastore_db" / "dbex.lck"
+    deadline = time.monotonic() + 60
+    while not lock.exists() and time.monotonic() < deadline and ij.poll() is None:
+        time.sleep(0.2)
+    assert lock.exists(), "ij did not boot the Derby database"
+    yield catalog
+    ij.stdin.close()
+    ij.terminate()
+    ij.wait(30)
+    shutil.rmtree(catalog, ignore_errors=True)  # the shared lake as it was
+
+
+@pytest.fixture(scope="module")
+def endpoint(spark, scored_lake, derby_held):
+    """``demandlake serve-sql`` on a free port, and a local ``demandlake sql`` started with it."""
+    lake_uri = scored_lake.cfg.lake_uri
+    port = _free_port()
+    server = subprocess.Popen(_cli(lake_uri, port, "serve-sql"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=_env())
+    local = subprocess.Popen(
+        _cli(lake_uri, port, "--set", "sql_endpoint.use_from_cli=false",
+             "sql", "SELECT count(*) AS n FROM gold.user_profiles"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    t0 = time.monotonic()
+    ready = server.stdout.readline()  # the "ready" line, or "" when it stopped
+    started_s = time.monotonic() - t0
+    if "ready" not in ready:
+        server.wait(30)
+        local.kill()
+        pytest.fail(f"serve-sql did not start: {ready}{server.stderr.read()[-3000:]}")
+    from pyhive import hive
+
+    conn = hive.connect(host="127.0.0.1", port=port, username="analyst")
+    tl.reset_catalog(spark, scored_lake.cfg, TABLES)  # in-process reference answers
+    yield {"port": port, "conn": conn, "server": server, "ready": ready,
+           "started_s": started_s, "local": local, "lake_uri": lake_uri}
+    conn.close()
+    local.kill()
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def _rows(conn, sql: str) -> list[tuple]:
+    cur = conn.cursor()
+    cur.execute(sql)
+    rows = cur.fetchall()
+    cur.close()
+    return rows
+
+
+def test_every_analyst_query_runs_through_the_endpoint(endpoint):
+    """Every block of docs/queries.sql answers over JDBC (tests/test_queries.py checks what the
+    answers mean, in-process, on the same lake and engine)."""
+    queries = parse_queries(QUERIES.read_text(encoding="utf-8"))
+    assert len(queries) == 8
+    cur = endpoint["conn"].cursor()
+    counts = {}
+    for name, (sql, _) in queries.items():
+        t0 = time.monotonic()
+        cur.execute(bind(sql, PARAMS))
+        counts[name] = len(cur.fetchall())
+        assert cur.description, name
+        print(f"{name}: {time.monotonic() - t0:.1f}s over JDBC")
+    cur.close()
+    assert all(counts.values()), counts  # each has rows on the scored lake
+    assert counts["user_full_profile"] == 1 and counts["scoring_runs"] == 3, counts
+
+
+WRITES = {
+    "INSERT": "INSERT INTO ops.runs SELECT * FROM ops.runs",
+    "INSERT by path": "INSERT INTO delta.`{lake}/ops/runs` SELECT * FROM ops.runs",
+    "UPDATE": "UPDATE gold.user_profiles SET segment = 'x'",
+    "DELETE": "DELETE FROM gold.user_profiles",
+    "MERGE": ("MERGE INTO gold.user_profiles t USING gold.user_profiles s ON t.user_id = s.user_id"
+              " WHEN MATCHED THEN DELETE"),
+    "TRUNCATE": "TRUNCATE TABLE gold.user_profiles",
+    "ALTER": "ALTER TABLE gold.user_profiles SET TBLPROPERTIES ('reviewed_by' = 'analyst')",
+    "ALTER ADD COLUMNS": "ALTER TABLE gold.user_profiles ADD COLUMNS (note STRING)",
+    "DROP": "DROP TABLE gold.user_profiles",
+    "CREATE": "CREATE TABLE gold.mine USING delta AS SELECT * FROM gold.user_profiles",
+    "CREATE VIEW": "CREATE VIEW gold.v AS SELECT 1 AS x",
+    "OPTIMIZE": "OPTIMIZE gold.user_profiles",
+    "reflect": "SELECT reflect('java.lang.System', 'getProperty', 'user.home')",
+}
+
+
+def test_writes_are_refused_with_a_clear_message_and_change_nothing(endpoint, spark, scored_lake):
+    from demandlake import lake
+
+    names = ("ops.runs", "gold.user_profiles")
+    before = {n: lake.table_version(spark, scored_lake.cfg, n) for n in names}
+    rows_before = _rows(endpoint["conn"], "SELECT count(*) FROM gold.user_profiles")
+    for what, sql in WRITES.items():
+        with pytest.raises(Exception) as exc:
+            _rows(endpoint["conn"], sql.format(lake=endpoint["lake_uri"]))
+        assert "demandlake SQL endpoint is read-only" in str(exc.value), what
+    assert {n: lake.table_version(spark, scored_lake.cfg, n) for n in names} == before
+    assert _rows(endpoint["conn"], "SELECT count(*) FROM gold.user_profiles") == rows_before
+    assert ("gold", "mine", False) not in _rows(endpoint["conn"], "SHOW TABLES IN gold")
+    # Reading commands still work.
+    assert _rows(endpoint["conn"], "DESCRIBE gold.user_profiles")
+    assert _rows(endpoint["conn"], "SHOW TABLES IN ops")
+
+
+def test_demandlake_sql_answers_through_the_running_endpoint(endpoint, spark):
+    want = spark.table("gold.user_profiles").count()
+    t0 = time.monotonic()
+    out = subprocess.run(_cli(endpoint["lake_uri"], endpoint["port"], "--log-level", "INFO",
+                              "sql", "SELECT count(*) AS n FROM gold.user_profiles"),
+                         capture_output=True, text=True, env=_env(), timeout=120)
+    took = time.monotonic() - t0
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "query sent to the SQL endpoint" in out.stderr
+    assert f"|{want}|" in out.stdout.replace(" ", "")
+    print(f"demandlake sql through the endpoint: {took:.1f}s")
+
+
+def test_a_beeline_client_connects_over_jdbc(endpoint):
+    home = _pyspark_home()
+    out = subprocess.run(
+        [str(home / "bin" / "beeline"), "-u", f"jdbc:hive2://127.0.0.1:{endpoint['port']}",
+         "-n", "analyst", "--silent=true", "--outputformat=csv2",
+         "-e", "SELECT count(*) AS n FROM gold.user_profiles"],
+        capture_output=True, text=True, timeout=180, env={**_env(), "SPARK_HOME": str(home)})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert re.search(r"(?:^|> )n\s*^\d+$", out.stdout, re.MULTILINE), out.stdout  # csv2: n, count
+
+
+def test_readers_run_beside_a_process_holding_the_derby_catalog(endpoint, derby_held):
+    """Both readers started while ij held <lake>/_catalog/metastore_db: neither touched it."""
+    assert "read-only" in endpoint["ready"]
+    out, err = endpoint["local"].communicate(timeout=600)
+    assert endpoint["local"].returncode == 0, err[-3000:]
+    assert "|n" in out.replace(" ", "")
+    for text in (out, err):
+        assert not any(word in text for word in DERBY_NOISE), text[-2000:]
+    logs = sorted(Path(endpoint["lake_uri"], "_logs").glob("*.spark.log"))
+    for log_file in [p for p in logs if "-sql" in p.name or "serve-sql" in p.name]:
+        assert "XSDB6" not in log_file.read_text(errors="replace"), log_file
+    print(f"serve-sql ready after {endpoint['started_s']:.0f}s (with a local sql starting beside it)")
+
+
+# ---- no Spark needed --------------------------------------------------------------------------
+def test_a_local_query_registers_only_the_tables_it_names():
+    from demandlake.sql_endpoint import referenced_tables
+
+    assert referenced_tables("SELECT * FROM gold.user_profiles p JOIN `gold`.`user_features` u "
+                             "ON p.user_id = u.user_id") == ["gold.user_features",
+                                                             "gold.user_profiles"]
+    from demandlake import lake
+
+    assert referenced_tables("SHOW TABLES") == list(lake.TABLES)
+
+
+def test_readers_leave_the_embedded_derby_catalog_but_keep_a_metastore_service():
+    from demandlake.config import load_config
+    from demandlake.sql_endpoint import reader_config
+
+    assert reader_config(load_config())["lake.catalog"] == "in-memory"
+    shared = load_config(overrides=[
+        "spark.conf.spark.hadoop.hive.metastore.uris=thrift://metastore:9083"])
+    assert reader_config(shared)["lake.catalog"] == "hive"
+
+
+def test_only_delta_jars_spark_lacks_go_on_the_driver_class_path():
+    from demandlake.sql_endpoint import _artifact, _not_in_spark
+
+    ivy = "/c/com.fasterxml.jackson.core_jackson-databind-2.13.5.jar"
+    assert _artifact(ivy, ivy=True) == _artifact("/s/jackson-databind-2.21.jar") == "jackson-databind"
+    assert _artifact("/c/io.delta_delta-spark_4.2_2.13-4.4.0.jar", ivy=True) == "delta-spark_4.2_2.13"
+    assert _artifact("/s/spark-hive_2.13-4.2.0.jar") == "spark-hive_2.13"
+    assert _artifact("/s/jline-3.29.0-jdk8.jar") == "jline"
+    kept = _not_in_spark(["/c/com.fasterxml.jackson.core_jackson-databind-2.13.5.jar",
+                          "/c/commons-logging_commons-logging-1.3.0.jar",
+                          "/c/org.apache.hadoop_hadoop-client-api-3.4.2.jar",
+                          "/c/io.delta_delta-spark_4.2_2.13-4.4.0.jar",
+                          "/c/io.delta_delta-storage-4.4.0.jar"])
+    assert [Path(j).name for j in kept] == ["io.delta_delta-spark_4.2_2.13-4.4.0.jar",
+                                            "io.delta_delta-storage-4.4.0.jar"]
+
+
+def test_results_print_as_spark_shows_them():
+    from demandlake.sql_endpoint import Result, format_table
+
+    assert format_table(Result(["segment", "n"], [("new", 3), (None, 12)], more=True)) == "\n".join([
+        "+-------+--+", "|segment|n |", "+-------+--+", "|new    |3 |", "|NULL   |12|",
+        "+-------+--+", "only showing top 2 rows"])
