@@ -290,6 +290,23 @@ def test_pseudonymization_replaces_the_user_id_value_and_nothing_else(spark, cfg
     }
 
 
+def test_pseudonymization_also_replaces_a_session_id_that_is_the_user(spark, cfg, tmp_path,
+                                                                      monkeypatch):
+    # YooChoose has no user ids: its session is the user (yc-<SessionId>). Pseudonymizing the
+    # user but keeping the session id gave the real id back in the same row.
+    key = "k" * 24
+    monkeypatch.setenv("DEMANDLAKE_PSEUDONYM_KEY", key)
+    cfg = cfg.with_overrides({"ingest.pseudonymize_user_ids": True})
+    pseudo = "p-" + python_hmac(key.encode(), "yc-4711")[:32]
+    path = _write(tmp_path / "yc.tsv", ["SessionId\tItemId\tTime",
+                                        "4711\t214716935\t1396437466.94",
+                                        "4711\t214832672\t1396438212.318"])
+    ingest_source(spark, cfg, "yoochoose", path, dt.date(2014, 4, 2))
+    rows = lake.read(spark, cfg, "bronze.events").collect()
+    assert {(r.user_id, r.session_id) for r in rows} == {(pseudo, pseudo)}
+    assert not [r for r in rows if "4711" in repr(r.asDict())]
+
+
 def test_spark_hmac_matches_python_hmac(spark):
     key = b"secret-key-0123456789"
     got = spark.createDataFrame([("bob",), ("\u00e9\u4e2d",)], "v string") \

@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 
 from demandlake import lake
 from demandlake.config import Config
-from demandlake.ingest.readers import EVENT_KIND, raw_with_user_id, reader_for
+from demandlake.ingest.readers import EVENT_KIND, USER_FIELDS, raw_with_user_id, reader_for
 from demandlake.ingest.validate import Limits, missing_id, validate_events, validate_reviews
 
 log = logging.getLogger(__name__)
@@ -126,8 +126,18 @@ def pseudonymize(key: bytes, fmt: str):
         # New names first: Spark 4.2 resolves a name inside a lambda function (the CSV rewrite)
         # against an alias of the same select list, so "user_id" there would be the pseudonym.
         renamed = {"_raw": "_pseudo_raw", "user_id": "_pseudo_user"}
+        extra = []
+        field = USER_FIELDS.get(fmt)
+        if field is not None and field.session_is_user:
+            # YooChoose: the session id IS the user (user_id yc-<SessionId>); kept as it came, it
+            # would give the real id back beside its pseudonym. It takes the same pseudonym, so
+            # the sessions still group as before.
+            renamed["session_id"] = "_pseudo_session"
+            extra.append(F.when(real, pseudo).otherwise(F.col("session_id"))
+                         .alias("_pseudo_session"))
         staged = df.select("*", raw.alias("_pseudo_raw"),
-                           F.when(real, pseudo).otherwise(F.col("user_id")).alias("_pseudo_user"))
+                           F.when(real, pseudo).otherwise(F.col("user_id")).alias("_pseudo_user"),
+                           *extra)
         return staged.select(*[F.col(renamed.get(c, c)).alias(c) for c in df.columns])
 
     return transform

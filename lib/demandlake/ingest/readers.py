@@ -228,16 +228,20 @@ def reader_for(fmt: str) -> tuple[str, Callable[[SparkSession, str], DataFrame]]
 @dataclass(frozen=True)
 class UserField:
     """Where a format's raw record text holds the user id: the key of a JSON object, or the
-    column ``index`` of a line of ``columns`` fields separated by ``sep``."""
+    column ``index`` of a line of ``columns`` fields separated by ``sep``. ``session_is_user``:
+    the format's session id is its user id (pseudonymized with it)."""
 
     json_key: str | None = None
     sep: str | None = None
     index: int = 0
     columns: int = 0
+    session_is_user: bool = False
 
 
-def _column(schema: T.StructType, sep: str, name: str) -> UserField:
-    return UserField(sep=sep, index=schema.fieldNames().index(name), columns=len(schema.fields))
+def _column(schema: T.StructType, sep: str, name: str, session_is_user: bool = False
+            ) -> UserField:
+    return UserField(sep=sep, index=schema.fieldNames().index(name), columns=len(schema.fields),
+                     session_is_user=session_is_user)
 
 
 USER_FIELDS: dict[str, UserField | None] = {
@@ -245,7 +249,7 @@ USER_FIELDS: dict[str, UserField | None] = {
     "canonical_reviews": UserField(json_key="user_id"),
     "taobao": _column(schemas.TAOBAO_RAW, ",", "user_id"),
     # YooChoose's user is its session (``yc-<SessionId>``): the session column is the id.
-    "yoochoose": _column(schemas.YOOCHOOSE_RAW, "\t", "SessionId"),
+    "yoochoose": _column(schemas.YOOCHOOSE_RAW, "\t", "SessionId", session_is_user=True),
     "rees46": _column(schemas.REES46_RAW, ",", "user_id"),
     "retailrocket": _column(schemas.RETAILROCKET_RAW, ",", "visitorid"),
     "reviews_zh": None,
