@@ -73,12 +73,26 @@ if [ "${DEMANDLAKE_SKIP_HOROVOD:-0}" != "1" ]; then
 fi
 
 # The venv's spark-submit starts the driver and the workers with the venv's interpreter, not
-# whatever `python3` is first on PATH (which lacks pyspark and this package in a plain shell);
-# spark-submit --conf, spark.pyspark.* in the YAML, or PYSPARK_PYTHON still win.
+# whatever `python3` is first on PATH (which lacks pyspark and this package in a plain shell):
+# PYSPARK_PYTHON defaults to it there, so spark-submit --conf spark.pyspark.python, the YAML's
+# spark.pyspark.* and a PYSPARK_PYTHON of the caller's own still win. And its JVM maps the class
+# archive below when there is one (SPARK_SUBMIT_OPTS: the options spark-submit gives the driver).
+# (Earlier bootstraps wrote spark.pyspark.* into pyspark/conf/spark-defaults.conf instead: a file
+# in Spark's conf directory, which is on the class path, stops the JDK from using any archive.)
 SPARK_CONF="$("$VENV/bin/python" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "conf"))')"
-mkdir -p "$SPARK_CONF"
-printf 'spark.pyspark.python %s\nspark.pyspark.driver.python %s\n' \
-  "$VENV/bin/python" "$VENV/bin/python" > "$SPARK_CONF/spark-defaults.conf"
+if [ -f "$SPARK_CONF/spark-defaults.conf" ] && [ "$(cat "$SPARK_CONF/spark-defaults.conf")" = "$(printf 'spark.pyspark.python %s\nspark.pyspark.driver.python %s' "$VENV/bin/python" "$VENV/bin/python")" ]; then
+  rm -f "$SPARK_CONF/spark-defaults.conf"
+  rmdir "$SPARK_CONF" 2>/dev/null || true
+fi
+ARCHIVE="$VENV/share/demandlake/spark-classes.jsa"
+if ! grep -q '^# demandlake: venv defaults' "$VENV/bin/spark-submit"; then
+  sed -i '/^exec .*SparkSubmit/i\
+# demandlake: venv defaults (scripts/bootstrap.sh)\
+export PYSPARK_PYTHON="${PYSPARK_PYTHON:-'"$VENV"'/bin/python}"\
+if [ -f "'"$ARCHIVE"'" ] \&\& [[ "${SPARK_SUBMIT_OPTS:-}" != *Archive* ]]; then\
+  export SPARK_SUBMIT_OPTS="${SPARK_SUBMIT_OPTS:+$SPARK_SUBMIT_OPTS }-XX:SharedArchiveFile='"$ARCHIVE"' -Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off"\
+fi' "$VENV/bin/spark-submit"
+fi
 
 # pip's pyspark finds SPARK_HOME by running find_spark_home.py with `python3` from PATH, which in
 # a plain shell is not the venv's (no pyspark: "Could not find valid SPARK_HOME"); point its
@@ -94,6 +108,16 @@ if ! "$VENV/bin/python" -m demandlake.spark --fetch-jars >"$CACHE/jars/fetch.log
   cat "$CACHE/jars/fetch.log" >&2
   log "fetching the Delta jars failed (log above, kept in $CACHE/jars/fetch.log)"
   exit 1
+fi
+
+# The JVM class archive (python -m demandlake.spark --build-class-archive): made once per venv and
+# JDK, ~30-60 s; then every Spark JVM of this venv starts in about half the time.
+if "$VENV/bin/python" -m demandlake.spark --build-class-archive >"$CACHE/jars/class-archive.log" 2>&1; then
+  if grep -q ' made in ' "$CACHE/jars/class-archive.log"; then
+    log "$(grep ' made in ' "$CACHE/jars/class-archive.log" | sed 's/^INFO [^:]*: //')"
+  fi
+else
+  log "making the JVM class archive failed (Spark's JVMs start without it): $(tail -3 "$CACHE/jars/class-archive.log")"
 fi
 
 # SQL endpoint (demandlake serve-sql): the Python client `demandlake sql` and the tests use

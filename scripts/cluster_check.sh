@@ -20,9 +20,9 @@
 #      naming the project venv's site-packages. A path line in a .pth adds that folder without
 #      running the .pth files inside it, so pyspark, delta, horovod, tensorflow... import but the
 #      editable demandlake does not (checked). Every application is told to run it with
-#      --conf spark.pyspark.python / spark.pyspark.driver.python: those settings beat
-#      PYSPARK_PYTHON, and the venv's pyspark/conf/spark-defaults.conf sets them to the project
-#      venv (where the editable demandlake imports);
+#      --conf spark.pyspark.python / spark.pyspark.driver.python (those settings beat any
+#      PYSPARK_PYTHON, e.g. the project venv's that the venv's spark-submit defaults to, where
+#      the editable demandlake imports);
 #   3. starts a standalone master and two workers on 127.0.0.1 (1 core, 2 GiB each, own ports and
 #      work folders) from the venv's pyspark, and stops them on exit (trap), whatever happens;
 #      every application gets one 1-core executor on each worker and waits for both to register
@@ -220,9 +220,8 @@ case "$SHIP_KIND" in
 esac
 log "package: $SHIP_KIND ($SHIP)"
 export PYSPARK_PYTHON="$PY" PYSPARK_DRIVER_PYTHON="$PY"
-# What each application runs: spark.pyspark.* beat PYSPARK_PYTHON, and the venv's pyspark ships a
-# conf/spark-defaults.conf that sets them to the project venv (where the editable demandlake
-# imports), so they are passed explicitly.
+# What each application runs: passed explicitly, since spark.pyspark.* beat PYSPARK_PYTHON whatever
+# sets it (older bootstraps also wrote them, for the project venv, into pyspark/conf).
 PY_ARGS=(--conf "spark.pyspark.python=$PY" --conf "spark.pyspark.driver.python=$PY")
 
 # Delta jars: the bootstrap's offline cache, read through the WHEEL (else Maven coordinates).

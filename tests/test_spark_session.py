@@ -50,3 +50,21 @@ def test_temporary_conf_applies_inside_the_block_and_restores_or_unsets_after(sp
             raise RuntimeError("the block fails: settings are restored all the same")
     assert spark.conf.get(key) == "true"
     assert spark.conf.get(unset, None) is None
+
+
+def test_no_class_archive_is_made_while_sparks_conf_directory_holds_files(monkeypatch, tmp_path,
+                                                                         caplog):
+    # The JDK would refuse it ("non-empty directory" on the class path) and every JVM would
+    # print that it cannot map it: so none is made, and the reason is said.
+    from demandlake import spark as sp
+
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    (conf_dir / "spark-defaults.conf").write_text("spark.ui.enabled false\n")
+    monkeypatch.setenv("SPARK_CONF_DIR", str(conf_dir))
+    monkeypatch.setenv("DEMANDLAKE_CLASS_ARCHIVE", str(tmp_path / "a.jsa"))
+    with caplog.at_level("WARNING", logger="demandlake.spark"):
+        assert sp.build_class_archive() is None
+    assert not (tmp_path / "a.jsa").exists()
+    assert f"{conf_dir} is not empty" in caplog.text
+    assert sp.class_archive_options() == ""  # and the JVMs are given none
