@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole suite in the project venv (given as $1); any failure fails the run.
-# Beside it (in the background) the Airflow DAG tests (tests/airflow) with the pytest of Airflow's OWN venv
-# (scripts/airflow_env.sh), which call the project venv's spark-submit; the project suite never
-# collects that folder. DEMANDLAKE_SKIP_AIRFLOW=1 skips that second part (local use only).
+# Runs the whole suite in the project venv (given as $1; further arguments go to its pytest), in
+# three parts at once (below); any failure fails the run. DEMANDLAKE_SKIP_AIRFLOW=1 skips the
+# Airflow part (local use only).
 set -euo pipefail
 VENV="$1"; shift
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,44 +28,74 @@ fi
 # Keep TF/BLAS from oversubscribing the 2 cores CI has.
 export OMP_NUM_THREADS=2
 
-# The Airflow DAG tests run BESIDE the project suite, in the background: both are mostly waiting
-# on Spark's per-job latency (JVM starts, py4j round trips, Delta commits), so together they take
-# about the longer of the two instead of their sum on 2 cores. Their output is kept in a file and
-# printed after the suite's; either failing fails the run.
-airflow_log=""
-airflow_pid=""
+# Three parts run at once, so that the two cores are busy until the end: most of the time of
+# each is per-process latency (JVM and TensorFlow starts, py4j round trips, Delta commits, child
+# processes waited on), and alone each leaves a core idle much of the time.
+#   1. the project suite in one pytest process (its shared Spark session), in the foreground;
+#   2. the tests that mostly wait on processes of their own (a fresh clone's `make nightly`, the
+#      kill-and-rerun harness, the SQL endpoint, spark-submit), in a second pytest process;
+#   3. the Airflow DAG tests (tests/airflow) with the pytest of Airflow's OWN venv, which call
+#      the project venv's spark-submit; the project's pytest never collects that folder.
+# Parts 2 and 3 write to files printed after part 1's output; any part failing fails the run.
+PROCESS_TESTS=(tests/test_fresh_machine.py tests/test_reliability.py tests/test_sql_endpoint.py
+               tests/test_spark_submit.py)
+PYTEST=(-q -p no:cacheprovider --durations=15 --durations-min=1)
+user_args=$#
+names=()
+pids=()
+logs=()
+background() {  # NAME COMMAND...: run a part in the background, its output into a file
+  local name="$1"; shift
+  local out
+  out="$(mktemp "${TMPDIR:-/tmp}/demandlake-tests-$name.XXXXXX")"
+  (
+    started=$SECONDS
+    rc=0
+    "$@" || rc=$?
+    # pytest's 5 (nothing collected) under a user's -k/-m that selects nothing from this part
+    if [ "$rc" = 5 ] && [ "$user_args" -gt 0 ]; then rc=0; fi
+    echo "[run_tests] $name took $((SECONDS - started)) s (exit $rc)"
+    exit $rc
+  ) >"$out" 2>&1 &
+  names+=("$name"); pids+=($!); logs+=("$out")
+}
+airflow_part() {
+  local af
+  af="$(scripts/airflow_env.sh | tail -n 1)"
+  DEMANDLAKE_PROJECT_VENV="$VENV" "$af/bin/python" -m pytest tests/airflow "${PYTEST[@]}" \
+    --confcutdir=tests/airflow
+}
+# Interrupted (Ctrl-C, CI timeout): stop the background parts too.
+trap 'for p in "${pids[@]}"; do pkill -TERM -P "$p" 2>/dev/null; kill "$p" 2>/dev/null; done; exit 130' INT TERM
+
+background "process-tests" "$VENV/bin/python" -m pytest "${PROCESS_TESTS[@]}" "${PYTEST[@]}" "$@"
 if [ "${DEMANDLAKE_SKIP_AIRFLOW:-0}" = "1" ]; then
   echo "[run_tests] DEMANDLAKE_SKIP_AIRFLOW=1: Airflow DAG tests skipped" >&2
 else
-  airflow_log="$(mktemp "${TMPDIR:-/tmp}/demandlake-airflow-tests.XXXXXX")"
-  echo "[run_tests] Airflow DAG tests (tests/airflow) run beside the suite; their output follows it" >&2
-  (
-    started=$SECONDS
-    AIRFLOW_VENV="$(scripts/airflow_env.sh | tail -n 1)"
-    rc=0
-    DEMANDLAKE_PROJECT_VENV="$VENV" "$AIRFLOW_VENV/bin/python" -m pytest tests/airflow -q \
-      -p no:cacheprovider --confcutdir=tests/airflow --durations=15 --durations-min=1 || rc=$?
-    echo "[run_tests] Airflow DAG tests took $((SECONDS - started)) s (exit $rc)"
-    exit $rc
-  ) >"$airflow_log" 2>&1 &
-  airflow_pid=$!
-  # Interrupted (Ctrl-C, CI timeout): stop the background part too.
-  trap 'pkill -TERM -P "$airflow_pid" 2>/dev/null; kill "$airflow_pid" 2>/dev/null; exit 130' INT TERM
+  background "airflow-tests" airflow_part
 fi
+echo "[run_tests] beside the suite: ${names[*]} (their output follows the suite's)" >&2
 
-# --durations: the slowest tests at the end of every run, so that growth shows.
-suite_rc=0
-"$VENV/bin/python" -m pytest tests -q -p no:cacheprovider --ignore=tests/airflow \
-  --durations=15 --durations-min=1 "$@" || suite_rc=$?
+# --durations: the slowest tests at the end of every part, so that growth shows.
+started=$SECONDS
+failed=()
+ignore=(--ignore=tests/airflow)
+for f in "${PROCESS_TESTS[@]}"; do ignore+=("--ignore=$f"); done
+rc=0
+"$VENV/bin/python" -m pytest tests "${ignore[@]}" "${PYTEST[@]}" "$@" || rc=$?
+if [ "$rc" != 0 ] && ! { [ "$rc" = 5 ] && [ "$user_args" -gt 0 ]; }; then failed+=("suite"); fi
+echo "[run_tests] suite took $((SECONDS - started)) s"
 
-airflow_rc=0
-if [ -n "$airflow_pid" ]; then
-  wait "$airflow_pid" || airflow_rc=$?
-  echo "==================== Airflow DAG tests (tests/airflow) ===================="
-  cat "$airflow_log"
-  rm -f "$airflow_log"
-fi
-if [ "$suite_rc" != 0 ] || [ "$airflow_rc" != 0 ]; then
-  echo "[run_tests] FAILED: project suite exit $suite_rc, Airflow DAG tests exit $airflow_rc" >&2
+for i in "${!pids[@]}"; do
+  rc=0
+  wait "${pids[$i]}" || rc=$?
+  echo "==================== ${names[$i]} ===================="
+  cat "${logs[$i]}"
+  rm -f "${logs[$i]}"
+  [ "$rc" = 0 ] || failed+=("${names[$i]}")
+done
+echo "[run_tests] all parts took $SECONDS s"
+if [ "${#failed[@]}" != 0 ]; then
+  echo "[run_tests] FAILED: ${failed[*]}" >&2
   exit 1
 fi

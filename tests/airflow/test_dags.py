@@ -172,22 +172,33 @@ def _snapshot(project_venv: Path, lake: Path, conf: Path, out: Path) -> dict[str
 
 
 def test_the_nightly_dag_the_jobs_and_the_cli_leave_identical_tables(
-        dagbag, stage_graph, lake_variables, raw_sample, small_conf, delta_jars, project_venv,
+        dagbag, stage_graph, lake_variables, raw_sample, small_conf, project_venv, monkeypatch,
         tmp_path):
-    # The spark-submit jobs in the DAG's order, with the flags the DAG gives them.
-    jobs_lake = tmp_path / "jobs-lake"
-    common = ["--lake", str(jobs_lake), "--conf-file", str(small_conf),
-              "--set", f"lake.raw_uri={raw_sample}"]
-    submit = [str(project_venv / "bin" / "spark-submit"), "--master", "local[2]",
-              *(["--jars", delta_jars] if delta_jars else [])]
+    """The three ways of issue 19 on one raw sample, two dates: the nightly DAG run for real
+    (``dag.test``: every task runs, none is marked done), the spark-submit jobs in the DAG's order,
+    and ``demandlake nightly``; every bronze/silver/gold table must be identical.
 
-    def jobs_way() -> None:
-        for when in DATES:
-            for s in stage_graph.NIGHTLY:
-                _run([*submit, str(ROOT / "jobs" / f"{s.name}.py"), "--run-date",
-                      f"{when:%Y-%m-%d}", *common, *s.job_flags()])
+    The jobs way is what the DAG's tasks run: each task is a SparkSubmitOperator that runs
+    ``spark-submit jobs/<stage>.py``. So the spark-submit commands that Airflow actually executed
+    are recorded (the hook's own command builder, wrapped) and must be, date by date, exactly the
+    graph's stages in order, each as a user would type it (``--run-date D --lake L --conf-file C
+    --set lake.raw_uri=R`` and the stage's ``job_flags()``); their lake is the jobs' lake. Running
+    the same commands a second time by hand only repeated them (it was a third of this test's
+    time, on two cores); a job run by hand from a plain shell is test_spark_submit's."""
+    from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 
-    # The CLI's nightly, date by date.
+    executed: list[list[str]] = []
+    build = SparkSubmitHook._build_spark_submit_command
+
+    def recorded(self, application: str) -> list[str]:
+        cmd = build(self, application)
+        executed.append(list(cmd))
+        return cmd
+
+    monkeypatch.setattr(SparkSubmitHook, "_build_spark_submit_command", recorded)
+
+    # The CLI's nightly, date by date, on its own lake, in a separate process beside the DAG
+    # (no shared port or file): the two chains mostly wait on Spark's per-job latency.
     cli_lake = tmp_path / "cli-lake"
 
     def cli_way() -> None:
@@ -196,37 +207,45 @@ def test_the_nightly_dag_the_jobs_and_the_cli_leave_identical_tables(
                   "--conf-file", str(small_conf), "--set", f"lake.raw_uri={raw_sample}",
                   "nightly", "--run-date", f"{when:%Y-%m-%d}"])
 
-    # The three ways run at once, each on its own lake (separate processes, local training, no
-    # shared port or file): their chains are mostly waiting on Spark's per-job latency, so this
-    # takes about the longest of the three instead of their sum.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        others = [pool.submit(jobs_way), pool.submit(cli_way)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        cli = pool.submit(cli_way)
         # The nightly DAG, for real: every task runs, for each date in order.
         dag = dagbag.dags[NIGHTLY]
         for when in DATES:
             dr = dag.test(logical_date=when)
             assert str(dr.state) == "success", _task_states(dr)
             assert set(_task_states(dr).values()) == {"success"}, _task_states(dr)
-        for way in others:
-            way.result()
-    airflow_lake = lake_variables
+        cli.result()
 
-    snaps = {way: _snapshot(project_venv, lake, small_conf, tmp_path / f"{way}.json")
-             for way, lake in [("airflow", airflow_lake), ("jobs", jobs_lake), ("cli", cli_lake)]}
-    reference = snaps["cli"]
+    # What Airflow ran is the jobs, in the DAG's order, with the flags a user gives them.
+    common = ["--lake", str(lake_variables), "--conf-file", str(small_conf),
+              "--set", f"lake.raw_uri={raw_sample}"]
+    want = [(str(ROOT / "jobs" / f"{s.name}.py"),
+             ["--run-date", f"{when:%Y-%m-%d}", *common, *s.job_flags()])
+            for when in DATES for s in stage_graph.NIGHTLY]
+    got = []
+    for cmd in executed:
+        assert Path(cmd[0]).name == "spark-submit", cmd
+        assert cmd[cmd.index("--master") + 1] == "local[2]", cmd
+        app = next(i for i, arg in enumerate(cmd) if arg.endswith(".py"))
+        got.append((cmd[app], cmd[app + 1:]))
+    assert got == want
+
+    # The DAG's (= the jobs') lake against the CLI's.
+    dag_snap = _snapshot(project_venv, lake_variables, small_conf, tmp_path / "dag.json")
+    reference = _snapshot(project_venv, cli_lake, small_conf, tmp_path / "cli.json")
     filled = {name for name, rows in reference.items() if rows}
     # The sample exercises every stage: late and bad records, reviews, models, scores.
     assert {"bronze.events", "bronze.reviews", "bronze.quarantine", "silver.sessions",
             "gold.user_features", "gold.review_sentiment", "gold.item_sentiment",
             "gold.demand_forecasts", "gold.user_profiles", "gold.recommendations"} <= filled
     assert any('"mean_review_sentiment":' in row for row in reference["gold.user_features"])
-    for way in ("airflow", "jobs"):
-        for name in sorted(set(reference) | set(snaps[way])):
-            got, want = snaps[way].get(name, []), reference.get(name, [])
-            assert got == want, (f"{way}: {name} differs from the CLI's: "
-                                 f"{len(set(got) - set(want))} rows only here, "
-                                 f"{len(set(want) - set(got))} only in the CLI's; e.g. "
-                                 f"{sorted(set(got) ^ set(want))[:2]}")
+    for name in sorted(set(reference) | set(dag_snap)):
+        rows, cli_rows = dag_snap.get(name, []), reference.get(name, [])
+        assert rows == cli_rows, (f"the DAG's jobs: {name} differs from the CLI's: "
+                                  f"{len(set(rows) - set(cli_rows))} rows only there, "
+                                  f"{len(set(cli_rows) - set(rows))} only in the CLI's; e.g. "
+                                  f"{sorted(set(rows) ^ set(cli_rows))[:2]}")
 
 
 def test_a_broken_job_fails_the_nightly_run(dagbag, lake_variables, monkeypatch, tmp_path):
