@@ -84,15 +84,15 @@ if [ -f "$SPARK_CONF/spark-defaults.conf" ] && [ "$(cat "$SPARK_CONF/spark-defau
   rm -f "$SPARK_CONF/spark-defaults.conf"
   rmdir "$SPARK_CONF" 2>/dev/null || true
 fi
-ARCHIVE="$VENV/share/demandlake/spark-classes.jsa"
-if ! grep -q '^# demandlake: venv defaults' "$VENV/bin/spark-submit"; then
-  sed -i '/^exec .*SparkSubmit/i\
+# The block is replaced on every run (it ends at its `fi`), so a changed option reaches old venvs.
+{ read -r ARCHIVE; read -r ARCHIVE_OPTS; } < <("$VENV/bin/python" -m demandlake.spark --print-class-archive)
+sed -i '/^# demandlake: venv defaults/,/^fi$/d' "$VENV/bin/spark-submit"
+sed -i '/^exec .*SparkSubmit/i\
 # demandlake: venv defaults (scripts/bootstrap.sh)\
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-'"$VENV"'/bin/python}"\
 if [ -f "'"$ARCHIVE"'" ] \&\& [[ "${SPARK_SUBMIT_OPTS:-}" != *Archive* ]]; then\
-  export SPARK_SUBMIT_OPTS="${SPARK_SUBMIT_OPTS:+$SPARK_SUBMIT_OPTS }-XX:SharedArchiveFile='"$ARCHIVE"' -Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off"\
+  export SPARK_SUBMIT_OPTS="${SPARK_SUBMIT_OPTS:+$SPARK_SUBMIT_OPTS }'"$ARCHIVE_OPTS"'"\
 fi' "$VENV/bin/spark-submit"
-fi
 
 # pip's pyspark finds SPARK_HOME by running find_spark_home.py with `python3` from PATH, which in
 # a plain shell is not the venv's (no pyspark: "Could not find valid SPARK_HOME"); point its

@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-import pyspark
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
@@ -73,16 +72,20 @@ def class_archive() -> Path:
                                Path(sys.prefix) / "share" / "demandlake" / "spark-classes.jsa"))
 
 
-def class_archive_options(archive: Path | None = None) -> str:
-    """JVM options that map ``archive`` when it exists ('' when it does not).
+def class_archive_jvm_options(archive: Path) -> str:
+    """The JVM options that map ``archive`` (also written into the venv's ``spark-submit`` by
+    ``scripts/bootstrap.sh``, from ``--print-class-archive``).
 
     The JVM checks the archive against its own version and class path and, if they differ (a
     new JDK, a SPARK_CONF_DIR that is not empty, another Spark), starts as it would without it;
     its CDS logging is switched off so that such a start stays as quiet as any other."""
-    archive = archive or class_archive()
-    if not archive.is_file():
-        return ""
     return f"-XX:SharedArchiveFile={archive} -Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off"
+
+
+def class_archive_options(archive: Path | None = None) -> str:
+    """``class_archive_jvm_options`` of this environment's archive when it exists, else ''."""
+    archive = archive or class_archive()
+    return class_archive_jvm_options(archive) if archive.is_file() else ""
 
 
 @contextlib.contextmanager
@@ -356,7 +359,10 @@ def _java_identity() -> str:
 
 
 def _spark_home() -> Path:
-    return Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
+    """The SPARK_HOME that spark-submit will use (pyspark's own lookup)."""
+    from pyspark.find_spark_home import _find_spark_home
+
+    return Path(_find_spark_home())
 
 
 def _conf_dir() -> Path:
@@ -451,9 +457,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fetch-jars", action="store_true", help="cache the Delta jars (once)")
     parser.add_argument("--build-class-archive", action="store_true",
                         help="make this environment's archive of Spark's classes (once)")
+    parser.add_argument("--print-class-archive", action="store_true",
+                        help="print this environment's archive path and the JVM options that "
+                             "map it (two lines; for scripts/bootstrap.sh)")
     parser.add_argument("--class-archive-workload", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.print_class_archive:
+        print(class_archive())
+        print(class_archive_jvm_options(class_archive()))
+        return 0
     if args.class_archive_workload:
         _class_archive_workload()
         return 0
