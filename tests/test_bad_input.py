@@ -99,19 +99,70 @@ CASES = [
 ]
 
 
+def _own_ids(case: str, data: bytes) -> bytes:
+    """The case's event and review ids prefixed with its name: all cases go into one batch, where
+    the same id in two files would be a duplicate."""
+    for key in (b'"event_id": "', b'"review_id": "'):
+        data = data.replace(key, key + case.encode() + b"-")
+    return data
+
+
+@pytest.fixture(scope="module")
+def matrix(spark, tmp_path_factory):
+    """Every case's file ingested as one input of a batch per kind (``ingest_inputs``, as a
+    history load reads many files), each under its own source name: what each case's records
+    became is read from the batch's counts per source, its quarantine rows by file and its
+    stored rows by source. One batch per kind instead of a new lake per case: a one-record
+    ingest costs 9-11 Spark jobs, whatever the record (docs/OPERATIONS.md)."""
+    from demandlake.config import load_config
+    from demandlake.ingest.bronze import Input, ingest_inputs
+    from demandlake.ingest.readers import reader_for
+
+    for db in ("bronze", "silver", "gold", "ops"):
+        spark.sql(f"DROP DATABASE IF EXISTS `{db}` CASCADE")
+    work = tmp_path_factory.mktemp("bad-input")
+    cfg = load_config(overrides=[f"lake.uri={work / 'lake'}", "lake.catalog=in-memory"])
+    inputs: dict[str, list] = {}
+    for case, fmt, data, *_ in CASES:
+        path = work / f"{case}.{'csv' if fmt in ('taobao', 'rees46') else 'jsonl'}"
+        path.write_bytes(_own_ids(case, data))
+        inputs.setdefault(reader_for(fmt)[0], []).append(Input(fmt, str(path), RUN, case))
+    counts = {}
+    for batch in inputs.values():
+        counts.update(ingest_inputs(spark, cfg, batch)["by_source"])
+    quarantine = lake.read(spark, cfg, "bronze.quarantine").collect()
+    stored = {table: {r["source"]: r["count"] for r in
+                      lake.read(spark, cfg, table).groupBy("source").count().collect()}
+              for table in ("bronze.events", "bronze.reviews")}
+    return counts, quarantine, stored
+
+
 @pytest.mark.parametrize("case,fmt,data,new,dups,reasons", CASES, ids=[c[0] for c in CASES])
-def test_every_record_of_a_bad_file_is_accounted_for(spark, cfg, tmp_path, case, fmt, data, new,
-                                                     dups, reasons):
-    path = tmp_path / f"{case}.{'csv' if fmt in ('taobao', 'rees46') else 'jsonl'}"
+def test_every_record_of_a_bad_file_is_accounted_for(matrix, case, fmt, data, new, dups, reasons):
+    by_source, quarantine, stored = matrix
+    counts = by_source[case]
+    assert counts["read"] == counts["new"] + counts["duplicates"] + counts["quarantined"], counts
+    table = "bronze.reviews" if fmt.endswith("reviews") else "bronze.events"
+    mine = [r for r in quarantine if r.source_file.rsplit("/", 1)[-1].startswith(f"{case}.")]
+    assert (counts["new"], counts["duplicates"]) == (new, dups), counts
+    assert sorted(r.reason for r in mine) == reasons, [(r.reason, r.detail) for r in mine]
+    assert stored[table].get(case, 0) == new
+    assert all(r.detail for r in mine)
+
+
+def test_one_bad_file_ingested_alone_is_accounted_for_the_same(spark, cfg, tmp_path):
+    """The matrix's batch against a file ingested alone into a new lake (ingest_source), for
+    one case with a quarantined record, a good one and no trailing newline."""
+    case, fmt, data, new, dups, reasons = next(c for c in CASES if c[0] == "truncated_last_line")
+    path = tmp_path / f"{case}.jsonl"
     path.write_bytes(data)
     counts = ingest_source(spark, cfg, fmt, str(path), RUN)
     assert counts["read"] == counts["new"] + counts["duplicates"] + counts["quarantined"], counts
-    table = "bronze.reviews" if fmt.endswith("reviews") else "bronze.events"
-    quarantine = lake.read(spark, cfg, "bronze.quarantine").collect()
     assert (counts["new"], counts["duplicates"]) == (new, dups), counts
-    assert sorted(r.reason for r in quarantine) == reasons, [(r.reason, r.detail) for r in quarantine]
-    assert lake.read(spark, cfg, table).count() == new
+    quarantine = lake.read(spark, cfg, "bronze.quarantine").collect()
+    assert sorted(r.reason for r in quarantine) == reasons
     assert all(r.detail and r.source_file.endswith(path.name) for r in quarantine)
+    assert lake.read(spark, cfg, "bronze.events").count() == new
 
 
 def test_timestamp_spellings_name_the_same_instant(spark, cfg, tmp_path):
