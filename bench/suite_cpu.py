@@ -71,19 +71,20 @@ _started: dict[str, tuple[float, float, float]] = {}
 
 
 def pytest_configure(config) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    if os.environ.get(_OUT):  # loaded but not recording: no subreaper, no /proc scans
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def pytest_runtest_logstart(nodeid, location) -> None:
-    _started[nodeid] = (tree_cpu(os.getpid()), time.monotonic(), machine_busy())
+    if os.environ.get(_OUT):
+        _started[nodeid] = (tree_cpu(os.getpid()), time.monotonic(), machine_busy())
 
 
 def pytest_runtest_logfinish(nodeid, location) -> None:
-    cpu0, wall0, busy0 = _started.pop(nodeid)
     out = os.environ.get(_OUT)
-    if not out:
+    if not out or nodeid not in _started:
         return
+    cpu0, wall0, busy0 = _started.pop(nodeid)
     row = {"test": nodeid, "cpu_s": round(tree_cpu(os.getpid()) - cpu0, 1),
            "wall_s": round(time.monotonic() - wall0, 1),
            "sysbusy_s": round(machine_busy() - busy0, 1), "pid": os.getpid()}

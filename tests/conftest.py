@@ -47,11 +47,9 @@ def spark(tmp_path_factory):
 @pytest.fixture
 def cfg(spark, tmp_path):
     """A config whose lake is a fresh folder; the catalog forgets tables of earlier tests."""
-    from demandlake.config import load_config
+    from helpers.catalog import fresh_lake
 
-    for db in ("bronze", "silver", "gold", "ops"):
-        spark.sql(f"DROP DATABASE IF EXISTS `{db}` CASCADE")
-    return load_config(overrides=[f"lake.uri={tmp_path / 'lake'}", "lake.catalog=in-memory"])
+    return fresh_lake(spark, tmp_path / "lake")
 
 
 @pytest.fixture(scope="session")

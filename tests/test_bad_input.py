@@ -114,14 +114,12 @@ def matrix(spark, tmp_path_factory):
     became is read from the batch's counts per source, its quarantine rows by file and its
     stored rows by source. One batch per kind instead of a new lake per case: a one-record
     ingest costs 9-11 Spark jobs, whatever the record (docs/OPERATIONS.md)."""
-    from demandlake.config import load_config
     from demandlake.ingest.bronze import Input, ingest_inputs
     from demandlake.ingest.readers import reader_for
+    from helpers.catalog import fresh_lake
 
-    for db in ("bronze", "silver", "gold", "ops"):
-        spark.sql(f"DROP DATABASE IF EXISTS `{db}` CASCADE")
     work = tmp_path_factory.mktemp("bad-input")
-    cfg = load_config(overrides=[f"lake.uri={work / 'lake'}", "lake.catalog=in-memory"])
+    cfg = fresh_lake(spark, work / "lake")
     inputs: dict[str, list] = {}
     for case, fmt, data, *_ in CASES:
         path = work / f"{case}.{'csv' if fmt in ('taobao', 'rees46') else 'jsonl'}"

@@ -261,7 +261,7 @@ def reset_catalog(spark, cfg, names=()) -> None:
     """Forget table names registered by other tests (their ``cfg`` fixtures point them at their
     own lakes) and register ``names`` at this lake."""
     from demandlake import lake
+    from helpers.catalog import forget_catalog
 
-    for db in ("bronze", "silver", "gold", "ops"):
-        spark.sql(f"DROP DATABASE IF EXISTS `{db}` CASCADE")
+    forget_catalog(spark)
     lake.ensure_all(spark, cfg, names) if names else None
