@@ -26,17 +26,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def spark(tmp_path_factory):
     from demandlake.config import load_config
     from demandlake.spark import get_spark
+    from helpers.settings import SMALL_SPARK
 
     base = tmp_path_factory.mktemp("spark")
     cfg = load_config(overrides=[
         f"lake.uri={base / 'lake0'}",
         "lake.catalog=in-memory",
-        "spark.master=local[2]",
-        "spark.conf.spark.sql.shuffle.partitions=2",
-        "spark.conf.spark.default.parallelism=2",
-        "spark.conf.spark.driver.memory=2g",
-        "spark.conf.spark.sql.adaptive.enabled=false",
-        "spark.conf.spark.databricks.delta.snapshotPartitions=1",
+        *SMALL_SPARK,
         f"spark.conf.spark.sql.warehouse.dir={base / 'warehouse'}",
     ])
     session = get_spark(cfg, app_name="demandlake-tests")

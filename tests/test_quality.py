@@ -87,6 +87,38 @@ def test_row_count_trend_blocks_a_collapse_and_only_warns_on_growth(spark, cfg):
     assert not warn.passed and not warn.blocking and warn.observed == pytest.approx(5.0)
 
 
+def recommendations(spark, n, run_date):
+    rows = [(f"u{i}", run_date, 1, f"item-{i}", "c", 1.0, "als", "test", None, "run-x")
+            for i in range(n)]
+    return spark.createDataFrame(rows, schemas.GOLD_RECOMMENDATIONS)
+
+
+def test_gate_all_judges_each_table_on_its_own_history_and_records_in_one_commit(spark, cfg):
+    for i in range(3):  # published partitions: 20 forecasts and 4 recommendations a day
+        day = D0 + dt.timedelta(i)
+        _, failures = quality.gate_all(spark, cfg, {
+            "gold.demand_forecasts": forecasts(spark, 20, day),
+            "gold.recommendations": recommendations(spark, 4, day)}, day, f"hist-{i}", "score")
+        assert failures == []
+    before = lake.table_version(spark, cfg, "ops.quality_checks")
+    day = D0 + dt.timedelta(5)
+    checks, failures = quality.gate_all(spark, cfg, {
+        "gold.demand_forecasts": forecasts(spark, 5, day),
+        "gold.recommendations": recommendations(spark, 4, day)}, day, "both", "score")
+    # Forecasts collapsed to a quarter of their own history; recommendations held steady (a
+    # history mixed over both tables, 12 rows a day, would block them at 0.33 instead).
+    assert [(e.table, [c.name for c in e.failed]) for e in failures] == \
+        [("gold.demand_forecasts", ["row_count_trend"])]
+    assert failures[0].failed[0].observed == pytest.approx(0.25)
+    recorded = lake.read(spark, cfg, "ops.quality_checks").where(F.col("run_id") == "both")
+    trend = {r["table_name"]: r["observed"] for r in
+             recorded.where(F.col("check_name") == "row_count_trend").collect()}
+    assert trend == {"gold.demand_forecasts": pytest.approx(0.25),
+                     "gold.recommendations": pytest.approx(1.0)}
+    assert recorded.count() == len(checks)
+    assert lake.table_version(spark, cfg, "ops.quality_checks") == before + 1
+
+
 def test_min_rows_and_null_rate_settings_apply_per_table(spark, cfg):
     cfg = cfg.with_overrides({"quality.tables": {"gold.demand_forecasts": {
         "min_rows": 10, "max_null_rate": {"model_name": 0.25}}}})

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from demandlake import faults, lake, runlog, schemas, synth
 from demandlake.pipeline import chain
 from demandlake.config import local_path
+from helpers.settings import SMALL_SPARK
 
 D0 = dt.date(2026, 11, 1)
 ROWS = schemas.GOLD_RECOMMENDATIONS
@@ -97,16 +98,15 @@ def test_backfill_after_a_failed_date_runs_only_the_missing_dates(spark, raw_lak
     result = chain.backfill(spark, cfg, dates, train=False)
     assert result == {"ran": [d.isoformat() for d in dates[1:]],
                       "skipped": [dates[0].isoformat()]}
-    first = faults.snapshot(spark, cfg)
+    filled = {k for k, v in faults.snapshot(spark, cfg).items() if v}
     assert {"bronze.events", "silver.sessions", "gold.user_features",
-            "gold.demand_forecasts"} <= {k for k, v in first.items() if v}
-
-    # The same date rerun: every table holds exactly the same rows.
-    chain.run_day(spark, cfg, dates[1], train=False)
-    assert faults.compare(first, faults.snapshot(spark, cfg)) == {}
+            "gold.demand_forecasts"} <= filled
+    # One nightly record per date, written when its chain succeeded: the first date was not run
+    # again. (That a date run again over the tables it wrote leaves them identical is the kill
+    # smoke's: its last rerun runs every stage again over what the killed runs left.)
     nightly = (lake.read(spark, cfg, "ops.runs").where(F.col("stage") == "nightly")
-               .groupBy("run_date").count().collect())
-    assert {r["run_date"]: r["count"] for r in nightly} == {dates[0]: 1, dates[1]: 2}
+               .select("run_date", "status").collect())
+    assert sorted(tuple(r) for r in nightly) == [(d, "succeeded") for d in dates]
 
 
 def test_compare_counts_missing_extra_and_duplicated_rows():
@@ -254,7 +254,10 @@ def test_a_metastore_a_live_process_holds_open_is_left_alone(tmp_path):
 
 
 def test_killed_inside_the_bronze_merge_the_silver_write_and_the_publish_a_rerun_heals(tmp_path):
-    result = faults.run_kill_points(tmp_path)
+    # The suite's small Spark settings (the catalog stays the embedded Derby one, as shipped):
+    # the same chain at about 0.6x the CPU of the shipped defaults in its five new JVMs. The
+    # random 20-kill run (docs/RELIABILITY.md) runs with the defaults.
+    result = faults.run_kill_points(tmp_path, settings=SMALL_SPARK)
     assert [k["killed_at"] for k in result["kills"]] == list(faults.KILL_POINTS), \
         f"{result['kills']} (log: {result['log']})"
     assert all(k["returncode"] == -9 for k in result["kills"])

@@ -124,13 +124,14 @@ def write_snapshot(lake_dir: str, conf_files: list[str], out: str) -> None:
     spark.stop()
 
 
-def chain(lake_dir: str, raw_dir: str, dates: list[dt.date], snapshot_to: str | None) -> None:
+def chain(lake_dir: str, raw_dir: str, dates: list[dt.date], snapshot_to: str | None,
+          settings: list[str] = ()) -> None:
     from demandlake.config import load_config
     from demandlake.pipeline.stages import run_stage
     from demandlake.spark import get_spark
 
-    cfg = load_config(overrides=[f"lake.raw_uri={raw_dir}",
-                                 "spark.conf.spark.ui.enabled=false"], lake=lake_dir)
+    cfg = load_config(overrides=[f"lake.raw_uri={raw_dir}", "spark.conf.spark.ui.enabled=false",
+                                 *settings], lake=lake_dir)
     spark = get_spark(cfg, app_name="demandlake-faults")
     for d in dates:
         for stage in STAGES:
@@ -145,11 +146,12 @@ def chain(lake_dir: str, raw_dir: str, dates: list[dt.date], snapshot_to: str | 
 # ---- parent ------------------------------------------------------------------------------------
 def _run_child(lake_dir: Path, raw_dir: Path, dates: list[dt.date], snap: Path | None,
                kill_after: float | None, log_file: Path, kill_from: str | None = None,
-               kill_at: str | None = None) -> dict:
+               kill_at: str | None = None, settings: tuple[str, ...] = ()) -> dict:
     """Run the chain in a child; SIGKILL it ``kill_after`` seconds after the stage marker
     ``kill_from`` (``"<date> <stage>"``) was printed, or after the first one when that is None.
 
     ``kill_at`` instead arms ``kill_point``: the child kills itself inside that write.
+    ``settings`` (``KEY=VALUE``) go to the child's configuration, as ``--set`` does.
 
     Returns the exit, the stage at the end and ``marks``: each marker's seconds after the first.
     """
@@ -157,6 +159,8 @@ def _run_child(lake_dir: Path, raw_dir: Path, dates: list[dt.date], snap: Path |
            "--raw", str(raw_dir), "--dates", ",".join(d.isoformat() for d in dates)]
     if snap:
         cmd += ["--snapshot-to", str(snap)]
+    for setting in settings:
+        cmd += ["--set", setting]
     t0 = time.monotonic()
     state: dict = {"stage": None, "first": None, "done": None, "marks": {}}
 
@@ -200,10 +204,10 @@ def _run_child(lake_dir: Path, raw_dir: Path, dates: list[dt.date], snap: Path |
 
 
 def run_kill_points(work: Path, points: tuple[str, ...] = KILL_POINTS, users: int = 20,
-                    days: int = 1, seed: int = 1) -> dict:
+                    days: int = 1, seed: int = 1, settings: tuple[str, ...] = ()) -> dict:
     """A clean run, then on another lake one kill inside each write of ``points`` in turn (each
     run killed is the rerun of the one before), then a rerun to the end; the final tables are
-    compared with the clean run's.
+    compared with the clean run's. ``settings`` (``KEY=VALUE``) configure every chain.
 
     Returns:
         ``clean``, ``kills`` (where each child died), ``final`` (the last rerun) and ``diff``
@@ -220,10 +224,12 @@ def run_kill_points(work: Path, points: tuple[str, ...] = KILL_POINTS, users: in
     # on Spark's per-job latency, so the two together take little more than the killed series.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         clean_run = pool.submit(_run_child, work / "lake-clean", raw, dates, work / "clean.json",
-                                None, work / "clean.log")
-        kills = [_run_child(work / "lake-killed", raw, dates, None, None, log_file, kill_at=point)
+                                None, work / "clean.log", settings=settings)
+        kills = [_run_child(work / "lake-killed", raw, dates, None, None, log_file, kill_at=point,
+                            settings=settings)
                  for point in points]
-        final = _run_child(work / "lake-killed", raw, dates, work / "final.json", None, log_file)
+        final = _run_child(work / "lake-killed", raw, dates, work / "final.json", None, log_file,
+                           settings=settings)
         clean = clean_run.result()
     diff = ({"runs": f"clean rc={clean['returncode']}, final rc={final['returncode']}"}
             if clean["returncode"] or final["returncode"] else
@@ -264,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--snapshot-of", metavar="LAKE",
                    help="only write LAKE's snapshot (every bronze/silver/gold row, run ids left "
                         "out) to --snapshot-to, e.g. to compare two runs of the same input")
+    p.add_argument("--set", action="append", default=[], dest="settings", metavar="KEY=VALUE",
+                   help="a setting for every chain run (repeatable), as the CLI's --set, e.g. "
+                        "spark.conf.spark.sql.shuffle.partitions=2")
     p.add_argument("--conf-file", action="append", default=[],
                    help="with --snapshot-of: the YAML the lake was written with (catalog, ...)")
     args = p.parse_args(argv)
@@ -272,10 +281,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.child:
         chain(args.lake, args.raw, [dt.date.fromisoformat(d) for d in args.dates.split(",")],
-              args.snapshot_to)
+              args.snapshot_to, args.settings)
         return 0
     stages = [x for x in args.stages.split(",") if x]
-    return run_trials(args.kills, args.seed, args.users, args.days, args.work, args.out, stages)
+    return run_trials(args.kills, args.seed, args.users, args.days, args.work, args.out, stages,
+                      tuple(args.settings))
 
 
 def stage_windows(marks: dict[str, float]) -> dict[str, float]:
@@ -296,7 +306,8 @@ def kill_plan(rng: random.Random, trial: int, stages: list[str], dates: list[dt.
 
 
 def run_trials(kills: int, seed: int, users: int, days: int, work: str | None,
-               out: str | None, stages: list[str] | None = None) -> int:
+               out: str | None, stages: list[str] | None = None,
+               settings: tuple[str, ...] = ()) -> int:
     from demandlake import synth
 
     root = Path(work or tempfile.mkdtemp(prefix="demandlake-faults-"))
@@ -313,12 +324,12 @@ def run_trials(kills: int, seed: int, users: int, days: int, work: str | None,
         raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
 
     ref_lake, ref_snap, re_snap = root / "lake-ref", root / "ref.json", root / "rerun.json"
-    clean = _run_child(ref_lake, raw, dates, ref_snap, None, log_file)
+    clean = _run_child(ref_lake, raw, dates, ref_snap, None, log_file, settings=settings)
     if clean["returncode"] != 0:
         say(f"clean run failed ({clean}); see {log_file}")
         return 2
     reference = json.loads(ref_snap.read_text())
-    rerun = _run_child(ref_lake, raw, dates, re_snap, None, log_file)
+    rerun = _run_child(ref_lake, raw, dates, re_snap, None, log_file, settings=settings)
     rerun_diff = compare(reference, json.loads(re_snap.read_text()))
     windows = stage_windows(clean["marks"])
     say(f"clean run: {clean['chain_seconds']} s of chain, tables "
@@ -333,6 +344,7 @@ def run_trials(kills: int, seed: int, users: int, days: int, work: str | None,
         return {
             "machine": {"cores": os.cpu_count(), "load_avg": os.getloadavg()},
             "users": users, "days": days, "seed": seed, "trials_planned": kills,
+            "settings": list(settings),
             "clean_chain_seconds": clean["chain_seconds"], "clean_stage_seconds": windows,
             "aimed_at": stages or "anywhere", "tables": sorted(reference),
             "rows": {k: len(v) for k, v in reference.items()},
@@ -344,8 +356,9 @@ def run_trials(kills: int, seed: int, users: int, days: int, work: str | None,
     for i in range(1, kills + 1):
         lake_dir, snap = root / f"lake-{i}", root / f"trial-{i}.json"
         kill_from, at = kill_plan(rng, i, stages, dates, windows, clean["chain_seconds"])
-        killed = _run_child(lake_dir, raw, dates, None, at, log_file, kill_from)
-        done = _run_child(lake_dir, raw, dates, snap, None, log_file)
+        killed = _run_child(lake_dir, raw, dates, None, at, log_file, kill_from,
+                            settings=settings)
+        done = _run_child(lake_dir, raw, dates, snap, None, log_file, settings=settings)
         diff = (compare(reference, json.loads(snap.read_text()))
                 if done["returncode"] == 0 else {"rerun": f"failed rc={done['returncode']}"})
         trial = {"trial": i, "kill_from": kill_from or "first stage",

@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -62,21 +62,27 @@ def _settings(cfg: Config, table: str) -> dict:
     return {**{k: v for k, v in q.items() if k != "tables"}, **per_table}
 
 
-def _history(spark: SparkSession, cfg: Config, table: str, run_date: dt.date | None,
-             runs: int) -> list[float]:
-    """Row counts of the table's last ``runs`` published partitions before ``run_date``."""
+def _histories(spark: SparkSession, cfg: Config, tables: Mapping[str, int],
+               run_date: dt.date | None) -> dict[str, list[float]]:
+    """Per table, the row counts of its last ``tables[table]`` published partitions before
+    ``run_date``, newest first (one read of ops.quality_checks for all the tables)."""
     if run_date is None or not lake.table_exists(spark, cfg, "ops.quality_checks"):
-        return []
+        return {t: [] for t in tables}
     published = (lake.read(spark, cfg, "ops.quality_checks")
-                 .where((F.col("table_name") == table) & (F.col("run_date") < F.lit(run_date))))
-    # A partition counts as published when none of the run's blocking checks failed.
+                 .where(F.col("table_name").isin(list(tables))
+                        & (F.col("run_date") < F.lit(run_date))))
+    # A partition counts as published when none of the run's blocking checks on it failed.
     blocked = (published.where(F.col("blocking") & ~F.col("passed"))
-               .select("run_id").distinct())
-    counts = (published.where(F.col("check_name") == "row_count")
-              .join(blocked, on="run_id", how="left_anti")
-              .groupBy("run_date").agg(F.max_by("observed", "checked_at").alias("rows"))
-              .orderBy(F.col("run_date").desc()).limit(int(runs)).collect())
-    return [float(r["rows"]) for r in counts]
+               .select("run_id", "table_name").distinct())
+    rows = (published.where(F.col("check_name") == "row_count")
+            .join(blocked, on=["run_id", "table_name"], how="left_anti")
+            .groupBy("table_name", "run_date")
+            .agg(F.max_by("observed", "checked_at").alias("rows")).collect())
+    out: dict[str, list[float]] = {t: [] for t in tables}
+    for r in sorted(rows, key=lambda r: r["run_date"], reverse=True):
+        if len(out[r["table_name"]]) < int(tables[r["table_name"]]):
+            out[r["table_name"]].append(float(r["rows"]))
+    return out
 
 
 def _shape(t: T.DataType) -> T.DataType:
@@ -106,11 +112,14 @@ def _schema_check(df: DataFrame, s: lake.TableSpec) -> Check:
 
 
 def evaluate(spark: SparkSession, cfg: Config, table: str, df: DataFrame,
-             run_date: dt.date | None) -> list[Check]:
+             run_date: dt.date | None, history: list[float] | None = None) -> list[Check]:
     """All checks of ``table`` on the rows ``df`` (one Spark aggregation plus a small history
-    read)."""
+    read, unless ``history``, the row counts of its last published partitions, is given)."""
     s = lake.spec(table)
     opts = _settings(cfg, table)
+    if history is None:
+        history = _histories(spark, cfg, {table: int(opts.get("history_runs", 7))},
+                             run_date)[table]
     checks = [_schema_check(df, s)]
     if not checks[0].passed:
         return checks  # the other checks would name columns that are not there
@@ -132,7 +141,6 @@ def evaluate(spark: SparkSession, cfg: Config, table: str, df: DataFrame,
     min_rows = int(opts.get("min_rows", 1))
     checks.append(Check("row_count", True, n >= min_rows, float(n), f">= {min_rows} rows",
                         f"{n} rows"))
-    history = _history(spark, cfg, table, run_date, int(opts.get("history_runs", 7)))
     if len(history) >= int(opts.get("min_history", 3)):
         avg = sum(history) / len(history)
         ratio = n / avg if avg else float("inf")
@@ -173,13 +181,48 @@ def evaluate(spark: SparkSession, cfg: Config, table: str, df: DataFrame,
 def record(spark: SparkSession, cfg: Config, checks: Iterable[Check], run_id: str, stage: str,
            table: str, run_date: dt.date | None) -> None:
     """Append the results to ops.quality_checks (once per run and table: retry-safe)."""
+    record_all(spark, cfg, {table: list(checks)}, run_id, stage, run_date)
+
+
+def record_all(spark: SparkSession, cfg: Config, checks: Mapping[str, list[Check]], run_id: str,
+               stage: str, run_date: dt.date | None) -> None:
+    """Append the results of several tables to ops.quality_checks in one commit (once per run
+    and set of tables: retry-safe)."""
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     rows = [(run_id, stage, table, run_date, c.name, c.blocking, c.passed, c.observed,
-             c.threshold, c.message[:2000], now) for c in checks]
+             c.threshold, c.message[:2000], now) for table, cs in checks.items() for c in cs]
     if rows:
         lake.append_once(spark, cfg, "ops.quality_checks",
                          spark.createDataFrame(rows, schemas.QUALITY_CHECKS),
-                         f"ops.quality_checks/{run_id}/{table}")
+                         f"ops.quality_checks/{run_id}/{'+'.join(checks)}")
+
+
+def gate_all(spark: SparkSession, cfg: Config, frames: Mapping[str, DataFrame],
+             run_date: dt.date | None, run_id: str,
+             stage: str) -> tuple[list[Check], list[QualityGateError]]:
+    """Check each table's rows (``frames``: table name -> the rows about to be written) before
+    they are written; record every result in one commit.
+
+    Returns:
+        Every check, and one :class:`QualityGateError` per table with a failed blocking check
+        (that table must not be written; the others may be).
+    """
+    if not bool(cfg.get("quality.enabled", True)):
+        return [], []
+    runs = {t: int(_settings(cfg, t).get("history_runs", 7)) for t in frames}
+    histories = _histories(spark, cfg, runs, run_date)
+    results = {t: evaluate(spark, cfg, t, df, run_date, histories[t]) for t, df in frames.items()}
+    record_all(spark, cfg, results, run_id, stage, run_date)
+    failures = []
+    for table, checks in results.items():
+        for c in checks:
+            if not c.passed:
+                log.log(logging.ERROR if c.blocking else logging.WARNING, "quality %s %s %s: %s",
+                        table, run_date, c.name, c.message)
+        failed = [c for c in checks if c.blocking and not c.passed]
+        if failed:
+            failures.append(QualityGateError(table, run_date, failed))
+    return [c for checks in results.values() for c in checks], failures
 
 
 def gate(spark: SparkSession, cfg: Config, table: str, df: DataFrame, run_date: dt.date | None,
@@ -189,17 +232,9 @@ def gate(spark: SparkSession, cfg: Config, table: str, df: DataFrame, run_date: 
     Raises:
         QualityGateError: a blocking check failed (and ``raise_on_failure``); nothing was written.
     """
-    if not bool(cfg.get("quality.enabled", True)):
-        return []
-    checks = evaluate(spark, cfg, table, df, run_date)
-    record(spark, cfg, checks, run_id, stage, table, run_date)
-    failed = [c for c in checks if c.blocking and not c.passed]
-    for c in checks:
-        if not c.passed:
-            log.log(logging.ERROR if c.blocking else logging.WARNING, "quality %s %s %s: %s",
-                    table, run_date, c.name, c.message)
-    if failed and raise_on_failure:
-        raise QualityGateError(table, run_date, failed)
+    checks, failures = gate_all(spark, cfg, {table: df}, run_date, run_id, stage)
+    if failures and raise_on_failure:
+        raise failures[0]
     return checks
 
 
@@ -211,4 +246,5 @@ def summary(checks: Iterable[Check]) -> dict[str, int]:
             "quality_warnings": sum(1 for c in checks if not c.blocking and not c.passed)}
 
 
-__all__ = ["Check", "QualityGateError", "evaluate", "gate", "record", "summary"]
+__all__ = ["Check", "QualityGateError", "evaluate", "gate", "gate_all", "record", "record_all",
+           "summary"]

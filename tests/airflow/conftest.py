@@ -133,13 +133,28 @@ def _run(cmd: list[str], **kw) -> str:
 
 @pytest.fixture(scope="session")
 def raw_sample(project_venv, tmp_path_factory) -> Path:
-    """One raw sample for every way of running the chain: 30 users x 2 days from 2026-11-01,
-    with late events, repeats, a conflicting id, bad records and Chinese and English reviews
-    (``demandlake generate --faults``)."""
+    """One raw sample for every way of running the chain: ONE date's delivery, 2026-11-01, of 30
+    users, holding the whole day before too (late), with repeated lines, a conflicting event
+    id, bad records, and Chinese and English reviews by users with events.
+
+    It is ``demandlake generate --days 2 --faults`` from 2026-10-31 with the first day's file
+    moved into the second day's folder: generated reviews come 1 to 10 days after a purchase, so
+    a generated first day has none, and the planted faults (late events, repeats, a conflicting
+    id, bad records, reviews of the day before's users) go into the days after the first. One
+    date is enough for the nightly DAG to train the sentiment model, score the reviews and carry
+    their sentiment into the features."""
     path = tmp_path_factory.mktemp("airflow-raw") / "raw"
     _run([str(project_venv / "bin" / "demandlake"), "--lake", str(path.parent / "unused"),
           "generate", "--out", str(path), "--users", "30", "--days", "2",
-          "--start-date", "2026-11-01", "--workers", "1", "--faults"])
+          "--start-date", "2026-10-31", "--workers", "1", "--faults"])
+    for kind in ("events", "reviews"):
+        before, day = path / kind / "dt=2026-10-31", path / kind / "dt=2026-11-01"
+        if before.exists():
+            for f in before.iterdir():
+                f.rename(day / f"late-{f.name}")
+            before.rmdir()
+    assert sorted(p.name for p in (path / "events").iterdir()) == ["dt=2026-11-01"]
+    assert any((path / "events" / "dt=2026-11-01").glob("late-*.jsonl"))
     return path
 
 

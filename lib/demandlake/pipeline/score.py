@@ -286,13 +286,7 @@ def run_score(spark: SparkSession, cfg: Config, run_date: dt.date,
             # version stays current), the others are, and the run then fails naming the checks.
             outputs = {"gold.demand_forecasts": forecasts, "gold.user_profiles": profiles,
                        "gold.recommendations": recs}
-            checks, failures = [], []
-            for name, df in outputs.items():
-                try:
-                    checks += quality.gate(spark, cfg, name, df, run_date, run.run_id, "score")
-                except quality.QualityGateError as exc:
-                    failures.append(exc)
-                    checks += exc.failed
+            checks, failures = quality.gate_all(spark, cfg, outputs, run_date, run.run_id, "score")
             counts.update(quality.summary(checks))
             phases.done("quality")
             if not dry_run:
