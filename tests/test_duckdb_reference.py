@@ -21,7 +21,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from demandlake import lake, schemas, synth
-from demandlake.config import load_config
+from helpers.catalog import fresh_lake
 from demandlake.pipeline.transform import run_features, run_sessions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,14 +121,11 @@ def lake_run(spark, tmp_path_factory):
     """
     base = tmp_path_factory.mktemp("duckdb_reference")
     summary = synth.generate(base / "raw", users=60, days=DAYS, start_date=START, seed=11)
-    for db in ("bronze", "silver", "gold", "ops"):
-        spark.sql(f"DROP DATABASE IF EXISTS `{db}` CASCADE")
-    cfg = load_config(overrides=[
-        f"lake.uri={base / 'lake'}", "lake.catalog=in-memory", f"lake.timezone={TIMEZONE}",
+    cfg = fresh_lake(
+        spark, base / "lake", f"lake.timezone={TIMEZONE}",
         f"features.windows_days={WINDOWS}", f"features.top_k={TOP_K}",
         # The gold quality gate is not what this test checks (tests/test_quality.py does).
-        "quality.enabled=false",
-    ])
+        "quality.enabled=false")
     lake.overwrite_all(spark, cfg, "bronze.events",
                        spark.createDataFrame(_bronze_events(base / "raw"), schemas.BRONZE_EVENTS))
     lake.overwrite_all(spark, cfg, "bronze.reviews", spark.createDataFrame(

@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 
 from demandlake import lake
 from demandlake.ingest.bronze import hmac_sha256, ingest_source, python_hmac
+from helpers.catalog import fresh_lake
 
 RUN = dt.date(2026, 11, 14)
 UTC = dt.timezone.utc
@@ -360,10 +361,8 @@ def test_history_in_one_batch_stores_what_the_day_by_day_replay_stores(spark, cf
     daily = [run_ingest(spark, replay, d, allow_missing=True) for d in (d0, d1, d2)]
     expected = {name: _table_rows(spark, replay, name) for name in tables}
 
-    for db in ("bronze", "silver", "gold", "ops"):  # a second lake under the same table names
-        spark.sql(f"DROP DATABASE IF EXISTS `{db}` CASCADE")
-    batch = load_config(overrides=[f"lake.uri={tmp_path / 'lake2'}", "lake.catalog=in-memory"]
-                        ).with_overrides(settings)
+    # A second lake under the same table names.
+    batch = fresh_lake(spark, tmp_path / "lake2").with_overrides(settings)
     totals = run_ingest(spark, batch, d2, history=True)
 
     for name in tables:

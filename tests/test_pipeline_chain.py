@@ -6,16 +6,10 @@ import datetime as dt
 from demandlake import faults, synth
 from demandlake.console import Reporter
 from demandlake.pipeline import chain, graph
+from helpers.catalog import forget_catalog
 
 START = dt.date(2026, 11, 1)
 DAYS = 3
-
-
-def _forget_catalog(spark) -> None:
-    """Two lakes in one test: table names must point at the lake in use (as the cfg fixture does
-    between tests; the tables' files stay)."""
-    for db in ("bronze", "silver", "gold", "ops"):
-        spark.sql(f"DROP DATABASE IF EXISTS `{db}` CASCADE")
 
 
 def test_the_history_in_one_batch_gives_the_tables_of_the_day_by_day_replay(spark, cfg,
@@ -33,7 +27,7 @@ def test_the_history_in_one_batch_gives_the_tables_of_the_day_by_day_replay(spar
         chain.run_graph(spark, replay, history, d, quiet)
     replayed = faults.snapshot(spark, replay)
 
-    _forget_catalog(spark)
+    forget_catalog(spark)  # two lakes in one test: the names must point at the one in use
     batch = cfg.with_overrides({"lake.raw_uri": str(raw), "lake.uri": str(tmp_path / "batch")})
     chain.run_graph(spark, batch, history, dates[-1], quiet, {"ingest": {"history": True}})
     batched = faults.snapshot(spark, batch)

@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from demandlake import cli, jobs, lake
 from demandlake.pipeline import graph
 from demandlake.pipeline.stages import run_stage, touched_dates
+from helpers.catalog import forget_catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 D1, D3 = dt.date(2026, 11, 1), dt.date(2026, 11, 3)
@@ -99,8 +100,7 @@ def test_a_failed_command_prints_one_line_and_keeps_the_traceback_in_the_log_fil
 def _copy_tables(spark, source_cfg, target_cfg, names) -> None:
     """Copy tables by path (the catalog names then point at the target lake)."""
     frames = {n: spark.read.format("delta").load(lake.spec(n).location(source_cfg)) for n in names}
-    for db in ("bronze", "silver", "gold", "ops"):
-        spark.sql(f"DROP DATABASE IF EXISTS `{db}` CASCADE")
+    forget_catalog(spark)
     for n, df in frames.items():
         lake.overwrite_all(spark, target_cfg, n, df)
 

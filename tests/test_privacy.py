@@ -20,9 +20,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from demandlake import cli, lake, privacy
-from demandlake.config import load_config
 from demandlake.ingest.bronze import ingest_source
 from demandlake.pipeline.transform import run_features, run_review_corpus, run_sessions
+from helpers.catalog import fresh_lake
 
 RUN = dt.date(2026, 11, 14)
 KEY = "test-pseudonym-key-0123456789"
@@ -148,10 +148,8 @@ def _existing(spark, cfg) -> list[str]:
 @pytest.fixture(scope="module")
 def forgotten(spark, tmp_path_factory):
     """The module's lake before and after forgetting user 12."""
-    for db in ("bronze", "silver", "gold", "ops"):
-        spark.sql(f"DROP DATABASE IF EXISTS `{db}` CASCADE")
     base = tmp_path_factory.mktemp("privacy")
-    cfg = load_config(overrides=[f"lake.uri={base / 'lake'}", "lake.catalog=in-memory"])
+    cfg = fresh_lake(spark, base / "lake")
     users = [GONE, *KEPT]
     events = [ln for u in users for ln in _user_events(u)] + GONE_REJECTS[:3] + KEPT_REJECTS[:4]
     ingest_source(spark, cfg, "canonical_events", _write(base / "ev.jsonl", events), RUN)
