@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from demandlake.pipeline import graph
 
@@ -125,7 +125,7 @@ def write_snapshot(lake_dir: str, conf_files: list[str], out: str) -> None:
 
 
 def chain(lake_dir: str, raw_dir: str, dates: list[dt.date], snapshot_to: str | None,
-          settings: list[str] = ()) -> None:
+          settings: Sequence[str] = ()) -> None:
     from demandlake.config import load_config
     from demandlake.pipeline.stages import run_stage
     from demandlake.spark import get_spark

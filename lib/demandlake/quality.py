@@ -117,9 +117,6 @@ def evaluate(spark: SparkSession, cfg: Config, table: str, df: DataFrame,
     read, unless ``history``, the row counts of its last published partitions, is given)."""
     s = lake.spec(table)
     opts = _settings(cfg, table)
-    if history is None:
-        history = _histories(spark, cfg, {table: int(opts.get("history_runs", 7))},
-                             run_date)[table]
     checks = [_schema_check(df, s)]
     if not checks[0].passed:
         return checks  # the other checks would name columns that are not there
@@ -141,6 +138,9 @@ def evaluate(spark: SparkSession, cfg: Config, table: str, df: DataFrame,
     min_rows = int(opts.get("min_rows", 1))
     checks.append(Check("row_count", True, n >= min_rows, float(n), f">= {min_rows} rows",
                         f"{n} rows"))
+    if history is None:
+        history = _histories(spark, cfg, {table: int(opts.get("history_runs", 7))},
+                             run_date)[table]
     if len(history) >= int(opts.get("min_history", 3)):
         avg = sum(history) / len(history)
         ratio = n / avg if avg else float("inf")
