@@ -8,55 +8,13 @@ columns (who bought in the 7 days after the run) count real purchases.
 from __future__ import annotations
 
 import datetime as dt
-import re
-from pathlib import Path
 
 import pytest
 
+from demandlake.queries import MARKER, bind, parse_queries
 from helpers import scored_lake as tl
 
-QUERIES = Path(__file__).resolve().parents[1] / "docs" / "queries.sql"
-TABLES = ("gold.demand_forecasts", "gold.user_profiles", "gold.recommendations",
-          "gold.item_sentiment", "gold.complaint_terms", "gold.review_sentiment",
-          "gold.user_features", "bronze.events", "ops.runs")
-PARAMS = {"run_date": tl.RUN, "category": "electronics", "min_reviews": 2, "user_id": "u03"}
-
-
-MARKER = re.compile(r"(?<![:\w]):([a-z_]+)\b")
-
-
-def sql_literal(value) -> str:
-    """A Spark SQL literal for a parameter value (dates, numbers, strings)."""
-    if isinstance(value, dt.date):
-        return f"DATE'{value.isoformat()}'"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return repr(value)
-    if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    raise TypeError(f"no SQL literal for {value!r}")
-
-
-def bind(sql: str, params: dict) -> str:
-    """Replace the named markers with literals.
-
-    ``spark.sql(text, args=...)`` would bind them, but with the Delta 4.4.1 session extension on
-    Spark 4.2 every marker stays unbound (UNBOUND_SQL_PARAMETER, even for ``SELECT :x``), so the
-    markers are rendered as literals here, as docs/queries.sql tells spark-sql users to do.
-    """
-    return MARKER.sub(lambda m: sql_literal(params[m.group(1)]), sql)
-
-
-def parse_queries(text: str) -> dict[str, tuple[str, list[str]]]:
-    """``{name: (sql, params)}`` from the ``-- name:`` blocks of a queries file."""
-    blocks = re.split(r"^-- name: *", text, flags=re.M)[1:]
-    out = {}
-    for block in blocks:
-        name, _, body = block.partition("\n")
-        params = re.search(r"^-- params: *(.*)$", body, flags=re.M)
-        sql = "\n".join(line for line in body.splitlines()
-                        if not line.lstrip().startswith("--")).strip().rstrip(";")
-        out[name.strip()] = (sql, [p.strip() for p in params.group(1).split(",")] if params else [])
-    return out
+QUERIES, TABLES, PARAMS = tl.QUERIES, tl.QUERY_TABLES, tl.QUERY_PARAMS
 
 
 @pytest.fixture(scope="module")

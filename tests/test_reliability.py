@@ -84,18 +84,112 @@ def raw_lake(cfg, tmp_path):
     return cfg.with_overrides({"lake.raw_uri": str(raw)}), raw
 
 
-def test_backfill_after_a_failed_date_runs_only_the_missing_dates(spark, raw_lake, tmp_path):
+# What the queries during a nightly ask of each table it writes: answers that change with each
+# commit, so that every answer can be traced to one committed version.
+PROBES = {
+    "bronze.events": "count(*), count(DISTINCT event_date), max(event_date)",
+    "silver.sessions": "count(*), max(session_date)",
+    "gold.user_profiles": "count(*), count(DISTINCT run_id), max(run_date)",
+    "gold.demand_forecasts": "count(*), count(DISTINCT run_id), max(run_date)",
+}
+
+
+def _answer(row) -> tuple[str, ...]:
+    return tuple(str(v) for v in row)
+
+
+class _Prober(threading.Thread):
+    """Asks every probe of ``PROBES`` through the endpoint, round after round, until stopped;
+    keeps each answer with its round's start and end times."""
+
+    def __init__(self, endpoint):
+        super().__init__(daemon=True)
+        self.endpoint, self.stop = endpoint, threading.Event()
+        self.rounds: list[tuple[float, float, dict]] = []
+        self.errors: list[str] = []
+        self.first_round = threading.Event()
+
+    def run(self):
+        from demandlake.sql_endpoint import error_text
+
+        conn = self.endpoint.connect()
+        cur = conn.cursor()
+        try:
+            while True:
+                last = self.stop.is_set()  # one more whole round after the stop: the final state
+                t0, answers = time.monotonic(), {}
+                for table, agg in PROBES.items():
+                    try:
+                        cur.execute(f"SELECT {agg} FROM {table}")
+                        answers[table] = _answer(cur.fetchall()[0])
+                    except Exception as exc:  # noqa: BLE001 - every failure is asserted on
+                        self.errors.append(f"{table}: {error_text(exc)}")
+                self.rounds.append((t0, time.monotonic(), answers))
+                self.first_round.set()
+                if last:
+                    return
+                self.stop.wait(0.5)
+        finally:
+            conn.close()
+
+
+def _named_tables(conn) -> set[str]:
+    cur, names = conn.cursor(), set()
+    for db in ("bronze", "silver", "gold"):
+        cur.execute(f"SHOW TABLES IN {db}")
+        names |= {f"{r[0]}.{r[1]}" for r in cur.fetchall()}
+    cur.close()
+    return names
+
+
+def _committed_answers(spark, cfg, table: str) -> list[tuple[str, ...]]:
+    """The probe's answer at every committed version of ``table``, oldest first."""
+    location = lake.spec(table).location(cfg)
+    versions = sorted(r["version"] for r in spark.sql(
+        f"DESCRIBE HISTORY delta.`{location}`").select("version").collect())
+    return [_answer(spark.sql(f"SELECT {PROBES[table]} FROM delta.`{location}` "
+                              f"VERSION AS OF {v}").first()) for v in versions]
+
+
+def test_backfill_after_a_failed_date_runs_only_the_missing_dates_while_analysts_query(
+        spark, raw_lake, tmp_path):
+    """A backfill stopped by a missing date, resumed: only that date runs. And the SQL endpoint
+    (a separate process, as ``demandlake serve-sql`` runs beside the nightly) answers queries
+    before, during and after the resumed date's nightly chain, every one of them from a
+    committed table version."""
+    from helpers.endpoint import Endpoint
+
     cfg, raw = raw_lake
     dates = [D0 + dt.timedelta(days=i) for i in range(2)]
     day2 = raw / "events" / f"dt={dates[1].isoformat()}"
     shutil.move(day2, tmp_path / "held-back")
-    with pytest.raises(FileNotFoundError, match=dates[1].isoformat()):
-        chain.backfill(spark, cfg, dates, train=False)
-    assert runlog.last_success(spark, cfg, "nightly", dates[0])
-    assert not runlog.last_success(spark, cfg, "nightly", dates[1])
+    # Started beside the first backfill; it names the tables as they appear (refresh 1 s).
+    endpoint = Endpoint(cfg.lake_uri, "sql_endpoint.refresh_s=1")
+    try:
+        with pytest.raises(FileNotFoundError, match=dates[1].isoformat()):
+            chain.backfill(spark, cfg, dates, train=False)
+        assert runlog.last_success(spark, cfg, "nightly", dates[0])
+        assert not runlog.last_success(spark, cfg, "nightly", dates[1])
 
-    shutil.move(tmp_path / "held-back", day2)
-    result = chain.backfill(spark, cfg, dates, train=False)
+        endpoint.ready()
+        conn, deadline = endpoint.connect(), time.monotonic() + 60
+        while not set(PROBES) <= (named := _named_tables(conn)):
+            assert time.monotonic() < deadline, (
+                f"the endpoint named {sorted(named)} after 60 s\n{endpoint.log()[-3000:]}")
+            time.sleep(0.5)
+        conn.close()
+        prober = _Prober(endpoint)
+        prober.start()
+        assert prober.first_round.wait(120), "no answer from the endpoint in 120 s"
+
+        shutil.move(tmp_path / "held-back", day2)
+        started = time.monotonic()
+        result = chain.backfill(spark, cfg, dates, train=False)
+        ended = time.monotonic()
+        prober.stop.set()
+        prober.join(120)
+    finally:
+        endpoint.stop()
     assert result == {"ran": [d.isoformat() for d in dates[1:]],
                       "skipped": [dates[0].isoformat()]}
     filled = {k for k, v in faults.snapshot(spark, cfg).items() if v}
@@ -107,6 +201,18 @@ def test_backfill_after_a_failed_date_runs_only_the_missing_dates(spark, raw_lak
     nightly = (lake.read(spark, cfg, "ops.runs").where(F.col("stage") == "nightly")
                .select("run_date", "status").collect())
     assert sorted(tuple(r) for r in nightly) == [(d, "succeeded") for d in dates]
+
+    # The queries: all answered, some while the chain ran, each from a committed version, the
+    # last from the newest (the endpoint was not restarted to see the new commits).
+    assert not prober.errors, prober.errors[:5]
+    assert any(started < t0 and t1 < ended for t0, t1, _ in prober.rounds), (
+        f"no query round fell inside the nightly ({ended - started:.0f} s)")
+    for table in PROBES:
+        committed = _committed_answers(spark, cfg, table)
+        seen = [answers[table] for _, _, answers in prober.rounds]
+        assert set(seen) <= set(committed), (table, set(seen) - set(committed), committed)
+        assert seen[-1] == committed[-1], (table, seen[-1], committed[-1])
+        assert len(set(seen)) >= 2, (table, seen)  # before the resumed date and after it
 
 
 def test_compare_counts_missing_extra_and_duplicated_rows():

@@ -172,6 +172,19 @@ def test_recommendations_never_include_items_the_user_bought(scored_lake):
     assert not recs.duplicated(["user_id", "item_id"]).any()
 
 
+def test_als_blocks_follow_the_interactions_partitions_unless_fixed(spark, scored_lake):
+    from demandlake.scoring import recommendations as rc
+
+    ten = spark.range(10)
+    assert rc.als_blocks(ten.repartition(3), "auto") == 3
+    assert rc.als_blocks(ten.coalesce(1), "auto") == 1
+    assert rc.als_blocks(ten.repartition(3), 5) == 5
+    with pytest.raises(ValueError, match="blocks"):
+        rc.als_blocks(ten, 0)
+    # The scored lake used the shipped "auto": the run recorded ALS items for its users.
+    assert (scored_lake.first["gold.recommendations"]["source"] == "als").any()
+
+
 def test_segments_are_named_and_profiles_carry_model_versions(scored_lake):
     p = scored_lake.first["gold.user_profiles"]
     assert set(p["segment"]) <= set(sg.SEGMENT_NAMES)

@@ -12,42 +12,22 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from demandlake.queries import bind, parse_queries
 from helpers import scored_lake as tl
-from test_queries import PARAMS, QUERIES, TABLES, bind, parse_queries
+from helpers.endpoint import Endpoint, cli as _cli, env as _env
+
+QUERIES, TABLES, PARAMS = tl.QUERIES, tl.QUERY_TABLES, tl.QUERY_PARAMS
 
 pytest.importorskip("pyhive.hive", reason="the SQL client (pyhive) is installed by bootstrap")
 
 ROOT = Path(__file__).resolve().parents[1]
 DERBY_NOISE = ("XSDB6", "Another instance of Derby", "derby")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "lib"), env.get("PYTHONPATH")]))
-    env.setdefault("OMP_NUM_THREADS", "2")
-    return env
-
-
-def _cli(lake_uri: str, port: int, *args: str) -> list[str]:
-    return [sys.executable, "-m", "demandlake.cli", "--lake", lake_uri,
-            "--set", "spark.master=local[2]", "--set", "spark.conf.spark.driver.memory=1g",
-            "--set", "spark.conf.spark.sql.shuffle.partitions=2",
-            "--set", f"sql_endpoint.port={port}", *args]
 
 
 def _pyspark_home() -> Path:
@@ -85,33 +65,23 @@ def derby_held(scored_lake):
 def endpoint(spark, scored_lake, derby_held):
     """``demandlake serve-sql`` on a free port, and a local ``demandlake sql`` started with it."""
     lake_uri = scored_lake.cfg.lake_uri
-    port = _free_port()
-    server = subprocess.Popen(_cli(lake_uri, port, "serve-sql"), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=_env())
+    server = Endpoint(lake_uri)
     local = subprocess.Popen(
-        _cli(lake_uri, port, "--set", "sql_endpoint.use_from_cli=false",
+        _cli(lake_uri, server.port, "--set", "sql_endpoint.use_from_cli=false",
              "sql", "SELECT count(*) AS n FROM gold.user_profiles"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-    t0 = time.monotonic()
-    ready = server.stdout.readline()  # the "ready" line, or "" when it stopped
-    started_s = time.monotonic() - t0
-    if "ready" not in ready:
-        server.wait(30)
+    try:
+        ready = server.ready()  # the "ready" line
+    except RuntimeError as exc:
         local.kill()
-        pytest.fail(f"serve-sql did not start: {ready}{server.stderr.read()[-3000:]}")
-    from pyhive import hive
-
-    conn = hive.connect(host="127.0.0.1", port=port, username="analyst")
+        pytest.fail(str(exc))
+    conn = server.connect()
     tl.reset_catalog(spark, scored_lake.cfg, TABLES)  # in-process reference answers
-    yield {"port": port, "conn": conn, "server": server, "ready": ready,
-           "started_s": started_s, "local": local, "lake_uri": lake_uri}
+    yield {"port": server.port, "conn": conn, "server": server.process, "ready": ready,
+           "started_s": server.started_s, "local": local, "lake_uri": lake_uri}
     conn.close()
     local.kill()
-    server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(60)
-    except subprocess.TimeoutExpired:
-        server.kill()
+    server.stop()
 
 
 def _rows(conn, sql: str) -> list[tuple]:
@@ -138,6 +108,16 @@ def test_every_analyst_query_runs_through_the_endpoint(endpoint):
     cur.close()
     assert all(counts.values()), counts  # each has rows on the scored lake
     assert counts["user_full_profile"] == 1 and counts["scoring_runs"] == 3, counts
+
+
+def test_min_and_max_of_a_date_answer_as_in_process(endpoint, spark):
+    """Delta answers these from its log; with the Thrift server's Java 8 dates that shortcut
+    raised ClassCastException (docs/STACK.md), so the endpoint turns it off."""
+    sql = "SELECT min(run_date), max(run_date), count(*) FROM gold.user_profiles"
+    want = tuple(str(v) for v in spark.sql(sql).first())
+    assert tuple(str(v) for v in _rows(endpoint["conn"], sql)[0]) == want
+    assert _rows(endpoint["conn"], "SELECT max(event_date) FROM bronze.events")[0][0] == str(
+        spark.sql("SELECT max(event_date) FROM bronze.events").first()[0])
 
 
 WRITES = {

@@ -180,6 +180,12 @@ def server_spark_conf(cfg: Config, jar: Path) -> dict[str, str]:
         "spark.hadoop.hive.server2.thrift.bind.host": host,
         "spark.hadoop.hive.server2.thrift.port": str(port),
         "spark.hadoop.hive.server2.transport.mode": "binary",
+        # The Thrift server turns on spark.sql.datetime.java8API.enabled in every session, and
+        # Delta's metadata-only answers (min/max/count from the log's statistics) then fail on a
+        # DATE: `SELECT max(run_date) FROM gold.user_profiles` raised ClassCastException
+        # "java.time.LocalDate cannot be cast to java.sql.Date" (Delta 4.4.0, Spark 4.2.0).
+        # Without the shortcut such a query scans the (small) partition columns instead.
+        "spark.databricks.delta.optimizeMetadataQuery.enabled": "false",
         LAKE_PROPERTY: cfg.lake_uri,
     }
 

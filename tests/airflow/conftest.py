@@ -82,11 +82,16 @@ def pytest_sessionfinish(session, exitstatus):
 def stage_graph():
     """The project's stage graph (``lib/demandlake/pipeline/graph.py``), loaded by path as the
     DAG file loads it: this venv has neither pyspark nor the package."""
+    return _load_by_path(ROOT / "lib" / "demandlake" / "pipeline" / "graph.py",
+                         "stage_graph_under_test")
+
+
+def _load_by_path(path: Path, name: str):
+    """A module of the project loaded from its file (this venv cannot import the package)."""
     import importlib.util
     import sys
 
-    path = ROOT / "lib" / "demandlake" / "pipeline" / "graph.py"
-    spec = importlib.util.spec_from_file_location("stage_graph_under_test", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -160,18 +165,19 @@ def raw_sample(project_venv, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_conf(tmp_path_factory) -> Path:
-    """The extra YAML every run here is given (the DAG as --conf-file): few partitions, no Derby
-    start-up, one epoch of deterministic training."""
+    """The extra YAML every run here is given (the DAG as --conf-file): the Spark settings of
+    every Spark the tests start (tests/helpers/settings.py), no Derby start-up, one epoch of
+    deterministic training."""
+    small = _load_by_path(ROOT / "tests" / "helpers" / "settings.py", "small_spark_settings")
+    sets = dict(s.split("=", 1) for s in small.SMALL_SPARK)
+    conf = {k[len("spark.conf."):]: v for k, v in sets.items() if k.startswith("spark.conf.")}
+    assert set(sets) - {f"spark.conf.{k}" for k in conf} == {"spark.master"}, sets
     path = tmp_path_factory.mktemp("airflow-conf") / "small.yaml"
     path.write_text(
         "lake:\n  catalog: in-memory\n"
-        "spark:\n  master: local[2]\n  conf:\n"
-        '    spark.sql.shuffle.partitions: "2"\n'
-        '    spark.default.parallelism: "2"\n'
-        '    spark.sql.adaptive.enabled: "false"\n'
-        '    spark.databricks.delta.snapshotPartitions: "1"\n'
-        '    spark.driver.memory: "2g"\n'
-        "training:\n  epochs: 1\n  deterministic: true\n  baselines: false\n"
+        f"spark:\n  master: {json.dumps(sets['spark.master'])}\n  conf:\n"
+        + "".join(f"    {k}: {json.dumps(v)}\n" for k, v in conf.items())
+        + "training:\n  epochs: 1\n  deterministic: true\n  baselines: false\n"
         "sentiment_model:\n  max_length: 48\n"
     )
     return path

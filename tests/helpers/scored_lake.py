@@ -35,6 +35,12 @@ CATEGORIES = {"electronics": ["Acme", "Volt"], "books": ["Paper"], "grocery": ["
 ITEMS = [(f"i{c[:2]}{n}", c, CATEGORIES[c][n % len(CATEGORIES[c])], 5.0 + 7.0 * n + len(c))
          for c in CATEGORIES for n in range(3)]
 OUTPUT_TABLES = ("gold.demand_forecasts", "gold.user_profiles", "gold.recommendations")
+# The analysts' queries (docs/queries.sql) on this lake: the tables they read and their parameters.
+QUERIES = Path(__file__).resolve().parents[2] / "docs" / "queries.sql"
+QUERY_TABLES = ("gold.demand_forecasts", "gold.user_profiles", "gold.recommendations",
+                "gold.item_sentiment", "gold.complaint_terms", "gold.review_sentiment",
+                "gold.user_features", "bronze.events", "ops.runs")
+QUERY_PARAMS = {"run_date": RUN, "category": "electronics", "min_reviews": 2, "user_id": "u03"}
 SENTIMENT_TABLES = ("gold.review_sentiment", "gold.item_sentiment", "gold.complaint_terms")
 
 _POS = {"en": ["great", "love", "perfect", "recommend"], "zh": ["很好", "喜欢", "满意", "推荐"]}
@@ -133,7 +139,7 @@ def lake_config(base: Path):
         "scoring.batch_size=16", "scoring.segments.k=4",
         "scoring.segments.max_iter=10", "scoring.recommendations.top_k=4",
         "scoring.recommendations.als.max_iter=3", "scoring.recommendations.als.rank=4",
-        "scoring.recommendations.als.blocks=2", "scoring.complaint_terms.min_reviews=1",
+        "scoring.complaint_terms.min_reviews=1",
         "training.epochs=10", "training.batch_size=32", "training.learning_rate=0.02",
         "training.deterministic=true",
         "training.threads=1", "training.baselines=false", "training.compare_with_serving=false",

@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 # Two local cores, two shuffle partitions, no adaptive re-planning (on inputs this small it only
-# splits each action into more Spark jobs), one task to rebuild a Delta snapshot.
+# splits each action into more Spark jobs), one task to rebuild a Delta snapshot, and no code
+# generation: on rows this few, compiling each plan's Java (janino: a quarter of the JVM's CPU in
+# a day of the sample, profiled with JFR) costs more than interpreting it. Measured with
+# bench/fixed_cost.py, one JVM each, these settings vs. the same with code generation: 117.5 vs
+# 153.7 CPU-s for a day's five stages in a new JVM, 65.5 / 49.9 vs 90.8 / 95.7 warm
+# (docs/BENCHMARKS.md, "Fixed cost of a day").
 SMALL_SPARK = (
     "spark.master=local[2]",
     "spark.conf.spark.sql.shuffle.partitions=2",
@@ -10,4 +15,6 @@ SMALL_SPARK = (
     "spark.conf.spark.driver.memory=2g",
     "spark.conf.spark.sql.adaptive.enabled=false",
     "spark.conf.spark.databricks.delta.snapshotPartitions=1",
+    "spark.conf.spark.sql.codegen.wholeStage=false",
+    "spark.conf.spark.sql.codegen.factoryMode=NO_CODEGEN",
 )

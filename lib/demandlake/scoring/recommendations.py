@@ -89,16 +89,30 @@ def fit_als(keyed_interactions: DataFrame, params: Mapping[str, float]):
     Args:
         keyed_interactions: interactions with int keys.
         params: ``scoring.recommendations.als`` (rank, max_iter, reg_param, alpha, seed, blocks).
+            ``blocks: auto`` gives ALS as many user and item blocks as the interactions have
+            partitions (as the RDD-based ALS did with ``blocks=-1``): adaptive execution sizes
+            those to the data, so a small day gets one or two blocks instead of Spark's fixed
+            10, whose tasks cost more than the work.
     """
     from pyspark.ml.recommendation import ALS
 
+    blocks = als_blocks(keyed_interactions, params.get("blocks", "auto"))
     als = ALS(userCol="_user", itemCol="_item", ratingCol="confidence", implicitPrefs=True,
               rank=int(params.get("rank", 16)), maxIter=int(params.get("max_iter", 8)),
               regParam=float(params.get("reg_param", 0.1)), alpha=float(params.get("alpha", 10.0)),
               seed=int(params.get("seed", 7)), coldStartStrategy="drop", nonnegative=False,
-              numUserBlocks=int(params.get("blocks", 10)),
-              numItemBlocks=int(params.get("blocks", 10)))
+              numUserBlocks=blocks, numItemBlocks=blocks)
     return als.fit(keyed_interactions)
+
+
+def als_blocks(keyed_interactions: DataFrame, blocks) -> int:
+    """ALS's user and item blocks: ``blocks``, or with ``"auto"`` the partitions of the
+    interactions (at least 1)."""
+    if str(blocks).strip().lower() == "auto":
+        return max(1, keyed_interactions.rdd.getNumPartitions())
+    if int(blocks) < 1:
+        raise ValueError(f"scoring.recommendations.als.blocks must be 'auto' or >= 1, got {blocks}")
+    return int(blocks)
 
 
 def als_candidates(model, users: DataFrame, item_keys: DataFrame, n: int) -> DataFrame:
