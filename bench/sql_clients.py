@@ -131,9 +131,11 @@ def client(port: int, queries: dict[str, str], repeats: int, seed: int, out: lis
 def render(result: dict) -> str:
     c = result["concurrent"]
     lines = [BEGIN, "",
-             f"`{result['command']}`, {result['written']}, {result['machine'].get('cpus')} "
+             f"`{result['command']}`, {result['written']}, {result['machine'].get('cores')} "
              f"cores, load {result['load_start']:.1f} at the start; lake: "
-             f"{result['lake_rows']['profiles']} scored users on {result['params']['run_date']}.",
+             f"{result['lake_rows']['profiles']} scored users on {result['params']['run_date']}"
+             + (f"; serve-sql with `{'`, `'.join(result['sets'])}`" if result.get("sets") else
+                "; serve-sql with the shipped settings") + ".",
              "",
              f"- endpoint start (`demandlake serve-sql` until its ready line): "
              f"{result['start_s']:.1f} s; peak resident memory of its process tree "
@@ -169,10 +171,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="results JSON (default: %(default)s)")
     parser.add_argument("--doc", default=str(ROOT / "docs" / "OPERATIONS.md"),
                         help="Markdown file whose generated section is replaced; empty: none")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a configuration override for serve-sql (default: none)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="only rewrite the doc section from --out (default: off)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    logging.getLogger("pyhive").setLevel(logging.WARNING)  # it logs every statement at INFO
+    if args.render_only:
+        update_section(Path(args.doc), render(json.loads(Path(args.out).read_text())), BEGIN, END,
+                       heading="### Many clients at once (bench/sql_clients.py)")
+        return 0
     lake = Path(args.lake).resolve()
     if not (lake / "gold" / "user_profiles").exists():
         log.info("no scored lake at %s: running demandlake nightly first", lake)
@@ -180,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     port = _free_port()
     load_start = os.getloadavg()[0]
     t0 = time.monotonic()
-    server = subprocess.Popen(_cli(lake, port, "serve-sql"), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=_env())
+    sets = [a for kv in args.sets for a in ("--set", kv)]
+    server = subprocess.Popen(_cli(lake, port, *sets, "serve-sql"), stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, env=_env())
     sampler = PeakSampler()
     sampler.watch("endpoint", server.pid)
     sampler.start()
@@ -190,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         start_s = time.monotonic() - t0
         if "ready" not in ready:
             server.wait(30)
-            raise SystemExit(f"serve-sql did not start: {ready}{server.stderr.read()[-3000:]}")
+            raise SystemExit(f"serve-sql did not start: {ready} (its log: <lake>/_logs)")
         log.info("%s", ready.strip())
         conn = connect(port)
         params = parameters(conn)
@@ -236,11 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     per_query = {name: latency([s for n, s, _ in out if n == name]) for name in queries
                  if any(n == name for n, _, _ in out)}
     result = {
-        "command": "python bench/sql_clients.py " + shlex.join(argv if argv is not None
-                                                               else sys.argv[1:]),
+        "command": shlex.join(["python", "bench/sql_clients.py",
+                               *(argv if argv is not None else sys.argv[1:])]),
         "written": dt.datetime.now().isoformat(timespec="minutes"),
         "machine": machine_facts(), "load_start": load_start, "load_end": os.getloadavg()[0],
-        "lake": str(lake), "lake_rows": {"profiles": profiles},
+        "lake": str(lake), "lake_rows": {"profiles": profiles}, "sets": args.sets,
         "params": {k: str(v) for k, v in params.items()},
         "start_s": round(start_s, 1),
         "endpoint_peak_mib": sampler.peaks.get("endpoint", 0) // 1024,

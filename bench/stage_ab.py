@@ -28,6 +28,8 @@ Pairs:
   adaptive to the aggregate's already sorted input; no gain measured).
 * ``sessions_rev``: ``sessionize`` at a git revision (``--rev``) against the working tree's, with
   run_sessions' Spark settings; into ``noop``.
+* ``codegen``: features (from silver) and sessionize, with Spark's code generation, without
+  whole-stage code generation, and without any (the tests' settings).
 * ``sessions_write``: ``sessionize`` of all bronze events written as a fresh Delta table partitioned
   by ``session_date`` with statistics on every column (A, the Delta default, as silver.sessions
   has them) against statistics on the columns readers filter on only (B), and against up to 64
@@ -145,6 +147,42 @@ def features_pair(spark, cfg, last_day: dt.date) -> tuple[dict[str, Callable], C
         return differing_rows(base, _feature_rows(build(True)), "user_id") + sorted_agg
 
     return variants, check
+
+
+NO_WHOLE_STAGE = {"spark.sql.codegen.wholeStage": "false"}
+NO_CODEGEN = {**NO_WHOLE_STAGE, "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
+
+
+def codegen_pair(spark, cfg, last_day: dt.date) -> tuple[dict[str, Callable], Callable[[], int]]:
+    """Features (from silver) and sessionize into ``noop`` with Spark's code generation (A),
+    without whole-stage code generation (B) and without any (C, expressions interpreted): the
+    tests' settings run without it, where it costs more than it saves (docs/BENCHMARKS.md,
+    "Fixed cost of a day"); this shows what it is worth at a size."""
+    from demandlake.features.user_features import build_user_features
+    from demandlake.pipeline.transform import features_kwargs
+    from demandlake.spark import temporary_conf
+
+    events, reviews, sessions = _features_inputs(spark, cfg, last_day)
+    sessionized = _sessionized(spark, cfg)
+    settings = {"code generation": {}, "no whole-stage": NO_WHOLE_STAGE,
+                "no code generation": NO_CODEGEN}
+
+    def build():
+        return build_user_features(events, reviews, last_day, sessions=sessions,
+                                   **features_kwargs(cfg))
+
+    def run(name: str) -> None:
+        with temporary_conf(spark, settings[name]):
+            _noop(build())
+            with temporary_conf(spark, SORT_AGGREGATE):
+                _noop(sessionized)
+
+    def check() -> int:
+        base = by_key(_feature_rows(build()), "user_id")
+        with temporary_conf(spark, NO_CODEGEN):
+            return differing_rows(base, _feature_rows(build()), "user_id")
+
+    return {name: (lambda name=name: run(name)) for name in settings}, check
 
 
 def module_at(rev: str, relpath: str, scratch: Path):
@@ -332,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the pipeline_scale size whose lake is used (default: %(default)s)")
     parser.add_argument("--pair", required=True,
                         choices=["features", "features_rev", "features_parts", "sessions",
-                                 "sessions_rev", "sessions_write"])
+                                 "sessions_rev", "sessions_write", "codegen"])
     parser.add_argument("--rev", default="HEAD",
                         help="features_rev, sessions_rev: the git revision to compare the "
                              "working tree with (default: %(default)s)")
@@ -370,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         variants, check = features_rev_pair(spark, cfg, last_day, args.rev, scratch)
     elif args.pair == "sessions":
         variants, check = sessions_pair(spark, cfg)
+    elif args.pair == "codegen":
+        variants, check = codegen_pair(spark, cfg, last_day)
     elif args.pair == "sessions_rev":
         variants, check = sessions_rev_pair(spark, cfg, args.rev, scratch)
     else:
