@@ -181,7 +181,7 @@ def test_als_blocks_follow_the_interactions_partitions_unless_fixed(spark, score
     assert rc.als_blocks(ten.repartition(3), 5) == 5
     with pytest.raises(ValueError, match="blocks"):
         rc.als_blocks(ten, 0)
-    # The scored lake used the shipped "auto": the run recorded ALS items for its users.
+    # The scored lake runs with "auto" (2 blocks on the tests' 2 partitions): ALS served items.
     assert (scored_lake.first["gold.recommendations"]["source"] == "als").any()
 
 

@@ -139,7 +139,7 @@ def lake_config(base: Path):
         "scoring.batch_size=16", "scoring.segments.k=4",
         "scoring.segments.max_iter=10", "scoring.recommendations.top_k=4",
         "scoring.recommendations.als.max_iter=3", "scoring.recommendations.als.rank=4",
-        "scoring.complaint_terms.min_reviews=1",
+        "scoring.recommendations.als.blocks=auto", "scoring.complaint_terms.min_reviews=1",
         "training.epochs=10", "training.batch_size=32", "training.learning_rate=0.02",
         "training.deterministic=true",
         "training.threads=1", "training.baselines=false", "training.compare_with_serving=false",

@@ -90,13 +90,13 @@ def fit_als(keyed_interactions: DataFrame, params: Mapping[str, float]):
         keyed_interactions: interactions with int keys.
         params: ``scoring.recommendations.als`` (rank, max_iter, reg_param, alpha, seed, blocks).
             ``blocks: auto`` gives ALS as many user and item blocks as the interactions have
-            partitions (as the RDD-based ALS did with ``blocks=-1``): adaptive execution sizes
-            those to the data, so a small day gets one or two blocks instead of Spark's fixed
-            10, whose tasks cost more than the work.
+            partitions (as the RDD-based ALS did with ``blocks=-1``); for the cached
+            interactions that is ``spark.sql.shuffle.partitions`` (adaptive execution does not
+            coalesce a cached plan's partitions).
     """
     from pyspark.ml.recommendation import ALS
 
-    blocks = als_blocks(keyed_interactions, params.get("blocks", "auto"))
+    blocks = als_blocks(keyed_interactions, params.get("blocks", 10))
     als = ALS(userCol="_user", itemCol="_item", ratingCol="confidence", implicitPrefs=True,
               rank=int(params.get("rank", 16)), maxIter=int(params.get("max_iter", 8)),
               regParam=float(params.get("reg_param", 0.1)), alpha=float(params.get("alpha", 10.0)),
