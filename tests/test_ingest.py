@@ -76,15 +76,40 @@ BAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("reason,line", BAD_CASES, ids=[f"{r}-{i}" for i, (r, _) in enumerate(BAD_CASES)])
-def test_each_bad_event_is_quarantined_with_its_reason(spark, cfg, tmp_path, reason, line):
-    path = _write(tmp_path / "bad.jsonl", [_ev(event_id="ok"), line])
-    counts = ingest_source(spark, cfg, "canonical_events", path, RUN)
-    assert counts["read"] == 2 and counts["new"] == 1 and counts["quarantined"] == 1
-    q = lake.read(spark, cfg, "bronze.quarantine").collect()
+@pytest.fixture(scope="module")
+def bad_events(spark, tmp_path_factory):
+    """Each BAD_CASES line in a file of its own beside one good event, all the files ingested
+    as one batch (``ingest_inputs``: one input per case under its own source name, as a history
+    load reads many files), so that what each case became is read per source and per file. One
+    batch instead of a new lake per case: a one-record ingest costs 9-11 Spark jobs, whatever
+    the record (17 cases: 111 CPU-s one by one)."""
+    from demandlake.ingest.bronze import Input, ingest_inputs
+
+    work = tmp_path_factory.mktemp("bad-events")
+    cfg = fresh_lake(spark, work / "lake")
+    inputs = [Input("canonical_events", str(_write(work / f"bad-{i}.jsonl",
+                                                   [_ev(event_id=f"ok-{i}"), line])),
+                    RUN, f"case-{i}")
+              for i, (_, line) in enumerate(BAD_CASES)]
+    by_source = ingest_inputs(spark, cfg, inputs)["by_source"]
+    quarantine = lake.read(spark, cfg, "bronze.quarantine").collect()
+    stored = {r["source"]: sorted(r["ids"]) for r in lake.read(spark, cfg, "bronze.events")
+              .groupBy("source").agg(F.collect_list("event_id").alias("ids")).collect()}
+    return by_source, quarantine, stored
+
+
+@pytest.mark.parametrize("i", range(len(BAD_CASES)),
+                         ids=[f"{r}-{i}" for i, (r, _) in enumerate(BAD_CASES)])
+def test_each_bad_event_is_quarantined_with_its_reason(bad_events, i):
+    reason, line = BAD_CASES[i]
+    by_source, quarantine, stored = bad_events
+    counts = by_source[f"case-{i}"]
+    assert (counts["read"], counts["new"], counts["quarantined"]) == (2, 1, 1), counts
+    q = [r for r in quarantine if r.source_file.endswith(f"/bad-{i}.jsonl")]
     assert [r.reason for r in q] == [reason]
-    assert q[0].raw.startswith(line[:100]) and q[0].source_file.endswith("bad.jsonl")
+    assert q[0].raw.startswith(line[:100])
     assert q[0].detail
+    assert stored[f"case-{i}"] == [f"ok-{i}"]  # the good event beside it is stored
 
 
 def test_non_utf8_bytes_are_quarantined_as_bad_encoding(spark, cfg, tmp_path):

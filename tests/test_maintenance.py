@@ -51,11 +51,21 @@ def test_vacuum_leaves_only_the_current_versions_files(spark, cfg):
     assert len(on_disk()) > current  # compaction left the old small files for time travel
     key = "spark.databricks.delta.retentionDurationCheck.enabled"
     spark.conf.set(key, "false")
+    sc = spark.sparkContext
+    sc.setJobGroup("test-maintain-vacuum", "maintain with VACUUM")
     try:
         maintenance.maintain(spark, cfg, ["bronze.events"], do_vacuum=True, retain_hours=0)
     finally:
         spark.conf.unset(key)
+        sc.setLocalProperty("spark.jobGroup.id", None)
     assert len(on_disk()) == current
+    # VACUUM lists the folders with Spark's default parallelism (2 here), not with the 10,000
+    # tasks of Spark's partition-discovery default, which it used before (61 s on 2 cores).
+    tracker = sc.statusTracker()
+    stages = [tracker.getStageInfo(s) for j in tracker.getJobIdsForGroup("test-maintain-vacuum")
+              for s in tracker.getJobInfo(j).stageIds]
+    tasks = [s.numTasks for s in stages if s is not None]
+    assert tasks and max(tasks) <= 16, sorted(tasks)[-5:]
 
 
 def test_maintain_refuses_names_that_are_not_lake_tables(spark, cfg):
@@ -65,3 +75,12 @@ def test_maintain_refuses_names_that_are_not_lake_tables(spark, cfg):
         cli.build_parser().parse_args(["maintain", "--table", "gold.nope"])
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["maintain", "--retain-hours", "-1"])
+
+
+def test_vacuum_listing_tasks_are_the_default_parallelism_unless_set(spark, cfg):
+    assert maintenance.vacuum_listing_tasks(spark, cfg) == spark.sparkContext.defaultParallelism
+    set_to = lambda v: cfg.with_overrides({"maintenance.vacuum_listing_tasks": v})  # noqa: E731
+    assert maintenance.vacuum_listing_tasks(spark, set_to(64)) == 64
+    for bad in (0, "many", -3):
+        with pytest.raises(ValueError, match="maintenance.vacuum_listing_tasks"):
+            maintenance.vacuum_listing_tasks(spark, set_to(bad))

@@ -40,7 +40,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from demandlake import lake, schemas
+from demandlake import lake, maintenance, schemas
 from demandlake.config import Config
 from demandlake.ingest.bronze import PSEUDONYM_KEY_ENV, python_hmac
 
@@ -231,7 +231,7 @@ def _vacuum(spark: SparkSession, cfg: Config, names: Iterable[str], hours: float
             # By path, not by name: the path is the lake's own (configuration, not user text).
             spark.sql(f"REORG TABLE delta.`{path.replace('`', '``')}` APPLY (PURGE)")
             log.info("forget: %s purged of deletion vectors", name)
-        DeltaTable.forPath(spark, path).vacuum(float(hours))
+        maintenance.vacuum_path(spark, cfg, path, hours)
         log.info("forget: %s vacuumed (retention %g h)", name, hours)
 
 
