@@ -1,10 +1,15 @@
 """The session demandlake builds: settings that keep Spark 4.2 traps away from its users."""
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
+import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+
+from demandlake import lake, schemas
+from helpers import feature_events
 
 
 def test_a_plain_python_udf_over_a_parquet_scan_finishes(spark, tmp_path):
@@ -68,3 +73,64 @@ def test_no_class_archive_is_made_while_sparks_conf_directory_holds_files(monkey
     assert not (tmp_path / "a.jsa").exists()
     assert f"{conf_dir} is not empty" in caplog.text
     assert sp.class_archive_options() == ""  # and the JVMs are given none
+
+
+def test_small_stages_run_without_code_generation_and_big_ones_with_it(spark, cfg, tmp_path,
+                                                                       monkeypatch):
+    """``spark.codegen: auto`` (the default) turns code generation off for a stage whose input
+    is under ``spark.codegen_min_bytes`` and leaves Spark's default above it; the settings
+    hold while the stage runs and are gone after it; settings the session already has win."""
+    from demandlake.pipeline import stages
+    from demandlake.spark import CODEGEN_KEYS, CODEGEN_OFF, codegen_settings
+
+    seen: list[dict] = []
+
+    def stage(spark_, cfg_, run_date, dry_run=False):
+        seen.append({k: spark_.conf.get(k, None) for k in CODEGEN_KEYS})
+        return {}
+
+    monkeypatch.setitem(stages.FUNCTIONS, "maintain", stage)
+    monkeypatch.setattr(stages, "stage_input_bytes", lambda *a: 5_000)
+    given = {k: spark.conf.get(k, None) for k in CODEGEN_KEYS}  # the tests' session sets them
+    for k in CODEGEN_KEYS:
+        spark.conf.unset(k)
+    try:
+        with_limit = lambda n, mode="auto": cfg.with_overrides(  # noqa: E731
+            {"spark.codegen": mode, "spark.codegen_min_bytes": n})
+        stages.run_stage(spark, with_limit(10_000), "maintain", None)
+        stages.run_stage(spark, with_limit(4_000), "maintain", None)
+        stages.run_stage(spark, with_limit(4_000, "off"), "maintain", None)
+        stages.run_stage(spark, with_limit(10_000, "on"), "maintain", None)
+        assert seen == [CODEGEN_OFF, {k: None for k in CODEGEN_KEYS}, CODEGEN_OFF,
+                        {k: None for k in CODEGEN_KEYS}]
+        assert {k: spark.conf.get(k, None) for k in CODEGEN_KEYS} == {k: None for k in CODEGEN_KEYS}
+        spark.conf.set(CODEGEN_KEYS[0], "true")  # as a user's --conf would
+        assert codegen_settings(spark, with_limit(10_000), lambda: 5_000) == {}
+        spark.conf.unset(CODEGEN_KEYS[0])
+        with pytest.raises(ValueError, match="spark.codegen must be"):
+            codegen_settings(spark, with_limit(1, "sometimes"), lambda: 0)
+    finally:
+        for k, v in given.items():
+            if v is not None:
+                spark.conf.set(k, v)
+
+
+def test_a_stages_input_is_bronze_and_for_ingest_also_its_raw_files(spark, cfg, tmp_path):
+    from demandlake.pipeline.stages import stage_input_bytes
+
+    raw = tmp_path / "raw" / "events"
+    for day, size in (("2026-11-01", 300), ("2026-11-02", 700)):
+        (raw / f"dt={day}").mkdir(parents=True)
+        (raw / f"dt={day}" / "part-0.jsonl").write_bytes(b"x" * size)
+    c = cfg.with_overrides({"lake.raw_uri": str(tmp_path / "raw")})
+    day2 = dt.date(2026, 11, 2)
+    assert stage_input_bytes(spark, c, "ingest", day2, {}) == 700  # no bronze yet
+    assert stage_input_bytes(spark, c, "ingest", day2, {"history": True}) == 1000
+    assert stage_input_bytes(spark, c, "features", day2, {}) == 0
+    lake.ensure_table(spark, c, "bronze.events")
+    spark.createDataFrame(feature_events.EVENTS, schemas.BRONZE_EVENTS).write.format(
+        "delta").mode("append").save(lake.spec("bronze.events").location(c))
+    stored = lake.table_bytes(spark, c, "bronze.events")
+    assert stored > 0
+    assert stage_input_bytes(spark, c, "features", day2, {}) == stored
+    assert stage_input_bytes(spark, c, "ingest", day2, {}) == stored + 700

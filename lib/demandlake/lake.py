@@ -215,6 +215,13 @@ def has_files(spark: SparkSession, cfg: Config, name: str) -> bool:
     return int(_detail(spark, cfg, name)["numFiles"]) > 0
 
 
+def table_bytes(spark: SparkSession, cfg: Config, name: str) -> int:
+    """Bytes of the table's current data files (from the Delta log); 0 when it does not exist."""
+    if not table_exists(spark, cfg, name):
+        return 0
+    return int(_detail(spark, cfg, name)["sizeInBytes"] or 0)
+
+
 def table_id(spark: SparkSession, cfg: Config, name: str) -> str:
     """The Delta table's id: new for every creation, so a table dropped and created again at
     the same place (whose version numbers start over) is told apart from the old one."""

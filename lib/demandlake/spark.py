@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
@@ -208,6 +208,44 @@ def temporary_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator
                 spark.conf.unset(k)
             else:
                 spark.conf.set(k, v)
+
+
+# Spark's code generation: whole-stage Java per plan, compiled by janino, and generated
+# expression classes. Both are runtime SQL settings.
+CODEGEN_KEYS = ("spark.sql.codegen.wholeStage", "spark.sql.codegen.factoryMode")
+CODEGEN_OFF = {"spark.sql.codegen.wholeStage": "false",
+               "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
+
+
+def codegen_settings(spark: SparkSession, cfg: Config, input_bytes: Callable[[], int]) -> dict:
+    """The runtime settings a stage runs with, by ``spark.codegen``: ``on`` (Spark's own way),
+    ``off``, or ``auto``: off when ``input_bytes()`` (what the stage reads) is under
+    ``spark.codegen_min_bytes``.
+
+    On a small input, compiling each plan's generated Java costs more than running it: a day
+    of the 200-user sample spent a quarter of its JVM CPU in janino, and ran in 0.5-0.7x the
+    CPU without code generation; at 1M events (86 MB of bronze) the same stages took 1.86x the
+    CPU without it (docs/BENCHMARKS.md, "Fixed cost of a day"). Settings the user gave
+    (``spark.conf``, ``--conf``) win: ``auto`` leaves a session that sets either key alone.
+
+    Returns:
+        Settings for ``temporary_conf`` (empty: Spark's defaults).
+    """
+    mode = str(cfg.get("spark.codegen", "auto")).lower()
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"spark.codegen must be auto, on or off, got {mode!r}")
+    if mode == "on":
+        return {}
+    if mode == "off":
+        return dict(CODEGEN_OFF)
+    if any(spark.conf.get(key, None) is not None for key in CODEGEN_KEYS):
+        return {}
+    limit = int(cfg.get("spark.codegen_min_bytes", 8 * 1024 * 1024))
+    size = int(input_bytes())
+    small = size < limit
+    log.info("input %d bytes %s spark.codegen_min_bytes %d: code generation %s", size,
+             "<" if small else ">=", limit, "off" if small else "on")
+    return dict(CODEGEN_OFF) if small else {}
 
 
 def choose_python(submitted: Mapping[str, str], conf: Mapping[str, str]) -> str:

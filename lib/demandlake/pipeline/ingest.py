@@ -77,6 +77,17 @@ def _glob(spark: SparkSession, path: str) -> list:
     return list(fs.globStatus(hpath) or [])
 
 
+def raw_input_bytes(spark: SparkSession, cfg: Config, run_date: dt.date, history: bool) -> int:
+    """Bytes of the configured sources' files for ``run_date`` (every date with ``history``)."""
+    total = 0
+    for src in configured_sources(cfg, None if history else run_date):
+        for status in _glob(spark, src.path.replace(RUN_DATE, "*")):
+            path = status.getPath()
+            total += int(path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+                         .getContentSummary(path).getLength())
+    return total
+
+
 def _exists(spark: SparkSession, path: str) -> bool:
     return len(_glob(spark, path)) > 0
 
