@@ -36,10 +36,15 @@ export OMP_NUM_THREADS=2
 #      kill-and-rerun harness, spark-submit), in a second pytest process. (The SQL endpoint's
 #      tests wait on processes too, but they serve the shared scored lake, which the project
 #      suite builds anyway: in this part they cost a second build of it, about 3 CPU-minutes.)
+#      This part has a Spark session of its own (test_reliability's in-process chains), so it
+#      also takes a share of the Spark tests that need neither the scored lake nor TensorFlow
+#      (SPARK_SHARE): measured alone with bench/suite_cpu.py, this part burned 1,056 CPU-s and
+#      the suite 1,542, and the suite, at about one core, ended 6 minutes after it.
 #   3. the Airflow DAG tests (tests/airflow) with the pytest of Airflow's OWN venv, which call
 #      the project venv's spark-submit; the project's pytest never collects that folder.
 # Parts 2 and 3 write to files printed after part 1's output; any part failing fails the run.
 PROCESS_TESTS=(tests/test_fresh_machine.py tests/test_reliability.py tests/test_spark_submit.py)
+SPARK_SHARE=(tests/test_privacy.py tests/test_maintenance.py tests/test_pipeline_chain.py)
 PYTEST=(-q -p no:cacheprovider --durations=15 --durations-min=1)
 user_args=$#
 names=()
@@ -69,7 +74,8 @@ airflow_part() {
 # Interrupted (Ctrl-C, CI timeout): stop the background parts too.
 trap 'for p in "${pids[@]}"; do pkill -TERM -P "$p" 2>/dev/null; kill "$p" 2>/dev/null; done; exit 130' INT TERM
 
-background "process-tests" "$VENV/bin/python" -m pytest "${PROCESS_TESTS[@]}" "${PYTEST[@]}" "$@"
+background "process-tests" "$VENV/bin/python" -m pytest "${PROCESS_TESTS[@]}" "${SPARK_SHARE[@]}" \
+  "${PYTEST[@]}" "$@"
 if [ "${DEMANDLAKE_SKIP_AIRFLOW:-0}" = "1" ]; then
   echo "[run_tests] DEMANDLAKE_SKIP_AIRFLOW=1: Airflow DAG tests skipped" >&2
 else
@@ -81,7 +87,7 @@ echo "[run_tests] beside the suite: ${names[*]} (their output follows the suite'
 started=$SECONDS
 failed=()
 ignore=(--ignore=tests/airflow)
-for f in "${PROCESS_TESTS[@]}"; do ignore+=("--ignore=$f"); done
+for f in "${PROCESS_TESTS[@]}" "${SPARK_SHARE[@]}"; do ignore+=("--ignore=$f"); done
 rc=0
 "$VENV/bin/python" -m pytest tests "${ignore[@]}" "${PYTEST[@]}" "$@" || rc=$?
 if [ "$rc" != 0 ] && ! { [ "$rc" = 5 ] && [ "$user_args" -gt 0 ]; }; then failed+=("suite"); fi
