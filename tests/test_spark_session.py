@@ -107,6 +107,10 @@ def test_small_stages_run_without_code_generation_and_big_ones_with_it(spark, cf
         spark.conf.set(CODEGEN_KEYS[0], "true")  # as a user's --conf would
         assert codegen_settings(spark, with_limit(10_000), lambda: 5_000) == {}
         spark.conf.unset(CODEGEN_KEYS[0])
+        # A bare on/off in YAML arrives as a boolean.
+        as_bool = lambda b: cfg.with_overrides({"spark.codegen": b})  # noqa: E731
+        assert codegen_settings(spark, as_bool(False), lambda: 10**12) == CODEGEN_OFF
+        assert codegen_settings(spark, as_bool(True), lambda: 0) == {}
         with pytest.raises(ValueError, match="spark.codegen must be"):
             codegen_settings(spark, with_limit(1, "sometimes"), lambda: 0)
     finally:

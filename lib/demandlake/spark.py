@@ -231,7 +231,9 @@ def codegen_settings(spark: SparkSession, cfg: Config, input_bytes: Callable[[],
     Returns:
         Settings for ``temporary_conf`` (empty: Spark's defaults).
     """
-    mode = str(cfg.get("spark.codegen", "auto")).lower()
+    mode = cfg.get("spark.codegen", "auto")
+    # YAML reads a bare on/off as true/false.
+    mode = {True: "on", False: "off"}.get(mode, mode) if isinstance(mode, bool) else str(mode).lower()
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"spark.codegen must be auto, on or off, got {mode!r}")
     if mode == "on":
