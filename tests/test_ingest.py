@@ -348,67 +348,8 @@ def test_pseudonymization_without_a_key_fails_clearly(spark, cfg, tmp_path, monk
         ingest_source(spark, cfg, "canonical_events", path, RUN)
 
 
-def _table_rows(spark, cfg, name: str) -> list:
-    """Every row of a table, all columns, maps as sorted items: a multiset to compare whole."""
-    def canon(v):
-        return tuple(sorted(v.items())) if isinstance(v, dict) else v
-    rows = [tuple(canon(v) for v in r) for r in lake.read(spark, cfg, name).collect()]
-    return sorted(rows, key=repr)
-
-
-def test_history_in_one_batch_stores_what_the_day_by_day_replay_stores(spark, cfg, tmp_path):
-    from demandlake import synth
-    from demandlake.config import load_config
-    from demandlake.pipeline.ingest import run_ingest
-
-    raw = tmp_path / "raw"
-    synth.generate(raw, users=6, days=4, start_date="2026-11-01", seed=5, chunk_users=3)
-    planted = synth.plant_faults(raw, seed=5)  # late events, repeats, conflicts, bad records
-    assert planted["conflicting_duplicate"] == 3 and planted["bad"] == 12
-    d0, d1, d2, d3 = (dt.date(2026, 11, 1) + dt.timedelta(days=i) for i in range(4))
-
-    def ev(eid: str, price: float, ts: str) -> str:
-        return _ev(event_id=eid, user_id="h1", item_id="h9", price=price, timestamp=ts)
-
-    # Two ids each stored on d0 and sent again with the other one's content on d1, so that for
-    # one of them the later record has the smaller hash: the earlier file's record must win both.
-    # "ahead" is future for d0's run (end of d0 in Shanghai + 24 h = d1 16:00 UTC), not for d2's.
-    _write(raw / "events" / f"dt={d0}" / "part-extra.jsonl",
-           [ev("x", 1.0, f"{d0}T10:00:00Z"), ev("y", 2.0, f"{d0}T10:00:00Z"),
-            ev("ahead", 3.0, f"{d2}T06:00:00Z")])
-    _write(raw / "events" / f"dt={d1}" / "part-extra.jsonl",
-           [ev("x", 2.0, f"{d0}T10:00:00Z"), ev("y", 1.0, f"{d0}T10:00:00Z")])
-    _write(raw / "events" / "dt=latest" / "part-extra.jsonl", [ev("nodate", 1.0, f"{d0}T10:00:00Z")])
-    settings = {"lake.timezone": "Asia/Shanghai", "lake.raw_uri": str(raw)}
-    tables = ("bronze.events", "bronze.reviews", "bronze.quarantine")
-
-    replay = cfg.with_overrides(settings)
-    daily = [run_ingest(spark, replay, d, allow_missing=True) for d in (d0, d1, d2)]
-    expected = {name: _table_rows(spark, replay, name) for name in tables}
-
-    # A second lake under the same table names.
-    batch = fresh_lake(spark, tmp_path / "lake2").with_overrides(settings)
-    totals = run_ingest(spark, batch, d2, history=True)
-
-    for name in tables:
-        assert _table_rows(spark, batch, name) == expected[name], name
-    for k in ("read", "new", "duplicates", "quarantined"):
-        assert totals[k] == sum(c[k] for c in daily), k
-    assert totals["read"] == totals["new"] + totals["duplicates"] + totals["quarantined"]
-    assert totals["dates"] == sorted({d for c in daily for d in c["dates"]})
-    run = lake.read(spark, batch, "ops.runs").first()
-    assert (run.run_date, run.metrics["history"]) == (d2, f"{d0}..{d2}")
-    # What the replay must have stored, from the files written above (not from either run).
-    events = {r.event_id: r for r in lake.read(spark, batch, "bronze.events").collect()}
-    assert (events["x"].price, events["y"].price) == (1.0, 2.0) and "nodate" not in events
-    quarantine = lake.read(spark, batch, "bronze.quarantine").collect()
-    mine = sorted((json.loads(r.raw)["event_id"], r.reason, r.ingest_date) for r in quarantine
-                  if r.source_file.endswith("part-extra.jsonl"))
-    assert mine == [("ahead", "timestamp_in_future", d0), ("x", "conflicting_duplicate_id", d1),
-                    ("y", "conflicting_duplicate_id", d1)]
-    files = {r.source_file for name in tables for r in lake.read(spark, batch, name).collect()}
-    assert not [f for f in files if f"dt={d3}" in f or "dt=latest" in f]
-    assert {r.ingest_date for r in quarantine} == {d1, d2, d0}
+# The history in one batch against the day-by-day replay (late files, conflicting ids, a
+# future event, folders that are not dates): tests/test_pipeline_chain.py, with sessions too.
 
 
 def test_unknown_format_is_a_clear_error(spark, cfg, tmp_path):
