@@ -251,6 +251,21 @@ def test_aimed_kills_take_the_named_stages_in_turn_inside_their_clean_duration()
     assert marker is None and 0 <= at <= 450.0
 
 
+def test_a_kill_point_past_the_end_of_the_chain_is_drawn_again_on_a_new_lake():
+    draws = iter([("2026-11-01 score", 90.0), ("2026-11-01 score", 2.0), ("x", 1.0)])
+    runs = []
+
+    def kill(attempt, marker, at):  # the chain ends 10 s after its marker
+        runs.append((attempt, marker, at))
+        return {"killed": at < 10.0, "stage": marker}
+
+    result, marker, at, n = faults.kill_until_killed(lambda: next(draws), kill)
+    assert (result["killed"], marker, at, n) == (True, "2026-11-01 score", 2.0, 2)
+    assert [r[0] for r in runs] == [1, 2]
+    never = faults.kill_until_killed(lambda: (None, 99.0), kill, attempts=3)
+    assert never[0]["killed"] is False and never[3] == 3  # reported as a non-kill at last
+
+
 def _debris(location, age_s: float):
     """What a process killed inside Delta's first commit leaves: temporary files only."""
     log_dir = location / "_delta_log"

@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from demandlake.pipeline import graph
 
@@ -305,6 +305,25 @@ def kill_plan(rng: random.Random, trial: int, stages: list[str], dates: list[dt.
     return marker, rng.uniform(0.0, 0.9 * windows[marker])
 
 
+def kill_until_killed(draw: Callable[[], tuple[str | None, float]],
+                      kill: Callable[[int, str | None, float], dict],
+                      attempts: int = 3) -> tuple[dict, str | None, float, int]:
+    """Run ``kill(attempt, marker, seconds)`` with a point from ``draw()`` until a run is really
+    killed: a point past the end of the chain (the child finished first, which the chain's
+    timing from run to run allows) is drawn again, up to ``attempts`` times, so that a trial is
+    a kill and not a plain run. ``kill`` must use a new lake for each attempt.
+
+    Returns:
+        The last run's result, its marker and seconds, and how many draws it took.
+    """
+    for attempt in range(1, attempts + 1):
+        kill_from, at = draw()
+        result = kill(attempt, kill_from, at)
+        if result["killed"]:
+            break
+    return result, kill_from, at, attempt
+
+
 def run_trials(kills: int, seed: int, users: int, days: int, work: str | None,
                out: str | None, stages: list[str] | None = None,
                settings: tuple[str, ...] = ()) -> int:
@@ -354,15 +373,21 @@ def run_trials(kills: int, seed: int, users: int, days: int, work: str | None,
         }
 
     for i in range(1, kills + 1):
-        lake_dir, snap = root / f"lake-{i}", root / f"trial-{i}.json"
-        kill_from, at = kill_plan(rng, i, stages, dates, windows, clean["chain_seconds"])
-        killed = _run_child(lake_dir, raw, dates, None, at, log_file, kill_from,
-                            settings=settings)
-        done = _run_child(lake_dir, raw, dates, snap, None, log_file, settings=settings)
+        snap = root / f"trial-{i}.json"
+        lakes: list[Path] = []
+
+        def kill(attempt: int, kill_from: str | None, at: float) -> dict:
+            lakes.append(root / (f"lake-{i}" if attempt == 1 else f"lake-{i}-{attempt}"))
+            return _run_child(lakes[-1], raw, dates, None, at, log_file, kill_from,
+                              settings=settings)
+
+        killed, kill_from, at, draws = kill_until_killed(
+            lambda: kill_plan(rng, i, stages, dates, windows, clean["chain_seconds"]), kill)
+        done = _run_child(lakes[-1], raw, dates, snap, None, log_file, settings=settings)
         diff = (compare(reference, json.loads(snap.read_text()))
                 if done["returncode"] == 0 else {"rerun": f"failed rc={done['returncode']}"})
         trial = {"trial": i, "kill_from": kill_from or "first stage",
-                 "kill_after_s": round(at, 1), "killed": killed["killed"],
+                 "kill_after_s": round(at, 1), "draws": draws, "killed": killed["killed"],
                  "stage_at_kill": killed["stage"], "rerun_rc": done["returncode"],
                  "identical": not diff, "diff": diff}
         trials.append(trial)
