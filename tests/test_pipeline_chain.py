@@ -77,6 +77,7 @@ def test_the_history_in_one_batch_gives_the_tables_of_the_day_by_day_replay(spar
                   if r.source_file.endswith("part-extra.jsonl"))
     assert mine == [("ahead", "timestamp_in_future", d0), ("x", "conflicting_duplicate_id", d1),
                     ("y", "conflicting_duplicate_id", d1)]
+    assert {r.ingest_date for r in quarantine} == {d0, d1, d2}  # the date each file was read under
     files = {r.source_file for name in ("bronze.events", "bronze.reviews", "bronze.quarantine")
              for r in lake.read(spark, batch, name).select("source_file").distinct().collect()}
     assert not [f for f in files if f"dt={d3}" in f or "dt=latest" in f]
