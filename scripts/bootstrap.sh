@@ -44,7 +44,10 @@ fi
 # and kept, unless the clone it points at is gone: re-pointing it at every bootstrap would switch
 # the code under another clone's running commands. `make` runs each clone's own code whatever
 # the venv points at (PYTHONPATH=<clone>/lib, inherited by Spark's Python workers).
-if ! (cd / && "$VENV/bin/python" -c 'import demandlake' 2>/dev/null); then
+# (Checked without PYTHONPATH: make exports <clone>/lib, which imports without any install, and a
+# fresh machine's venv then never got its `demandlake` command: `make nightly` failed, exit 127.)
+if [ ! -x "$VENV/bin/demandlake" ] \
+    || ! (cd / && env -u PYTHONPATH "$VENV/bin/python" -c 'import demandlake' 2>/dev/null); then
   "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e "$ROOT" >&2
 fi
 

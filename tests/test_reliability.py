@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from pathlib import Path
 import shutil
 import threading
 import time
@@ -295,6 +296,23 @@ def test_a_table_written_by_another_tool_answers_files_id_and_version_as_it_is(s
     shutil.rmtree(local_path(location))
     assert not lake.has_files(spark, cfg, name)  # none there: created empty, as declared
     assert lake.table_id(spark, cfg, name) != first_id
+
+
+def test_a_table_another_process_creates_is_seen_although_its_empty_log_was_seen_first(
+        spark, cfg, tmp_path):
+    """Delta makes a new table's log folder before the data and the first commit. A long-lived
+    session (the SQL endpoint's refresh, every second) that looked in between kept answering
+    "no table" from its cached log for an hour (CI, 2026-12-07: the endpoint never named
+    gold.demand_forecasts). The other process's table is made here by copying a table's files
+    in, which this session's Delta never hears of."""
+    name = "gold.vocabularies"
+    location = Path(local_path(lake.spec(name).location(cfg)))
+    (location / "_delta_log").mkdir(parents=True)
+    assert not lake.table_exists(spark, cfg, name)
+    elsewhere = tmp_path / "written-elsewhere"
+    spark.range(3).write.format("delta").save(str(elsewhere))
+    shutil.copytree(elsewhere, location, dirs_exist_ok=True)
+    assert lake.table_exists(spark, cfg, name)
 
 
 def test_a_table_whose_creation_was_killed_is_created_on_rerun(spark, cfg):

@@ -200,7 +200,7 @@ def _existing_location(spark: SparkSession, cfg: Config, name: str) -> str:
     place to fail on a schema difference (the writes check that).
     """
     location = spec(name).location(cfg)
-    if not DeltaTable.isDeltaTable(spark, location):
+    if not is_delta_table(spark, location):
         ensure_table(spark, cfg, name)
     return location
 
@@ -355,11 +355,27 @@ def merge_upsert(spark: SparkSession, cfg: Config, name: str, df: DataFrame,
     _with_retry(action, f"upsert {name}")
 
 
-def table_exists(spark: SparkSession, cfg: Config, name: str) -> bool:
+def is_delta_table(spark: SparkSession, location: str) -> bool:
+    """Whether ``location`` holds a Delta table now, as another process may just have made it.
+
+    ``DeltaTable.isDeltaTable`` answers from the session's cached log of the path, which it never
+    updates: once it has seen the log folder before the first commit was in it (a writer in
+    another process creating the table: Delta makes the folder before it writes the data), it
+    kept answering False for that path for the cache's lifetime (an hour). The SQL endpoint, whose
+    refresh ran into such a moment, then never named the new table. ``DeltaTable.forPath``
+    updates the log, so a False is checked with it.
+    """
     try:
-        return DeltaTable.isDeltaTable(spark, spec(name).location(cfg))
+        if DeltaTable.isDeltaTable(spark, location):
+            return True
+        DeltaTable.forPath(spark, location)
+        return True
     except AnalysisException:
         return False
+
+
+def table_exists(spark: SparkSession, cfg: Config, name: str) -> bool:
+    return is_delta_table(spark, spec(name).location(cfg))
 
 
 # ---- silver / gold tables of sessions.py and features/ (built in pipeline/transform.py) ---------

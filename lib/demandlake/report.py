@@ -309,12 +309,10 @@ def _optional_table(spark: SparkSession, cfg: Config, name: str) -> DataFrame | 
     """A table that may not be in the registry (written by a newer stage) nor in the lake."""
     if name in lake.TABLES:
         return lake.read(spark, cfg, name) if lake.table_exists(spark, cfg, name) else None
-    from delta.tables import DeltaTable
-
     # Not registered in this version: look where lake.TableSpec.location would put it.
     layer, short = name.split(".")
     location = f"{cfg.lake_uri.rstrip('/')}/{layer}/{short}"
-    if not DeltaTable.isDeltaTable(spark, location):
+    if not lake.is_delta_table(spark, location):
         return None
     return spark.read.format("delta").load(location)
 

@@ -272,7 +272,12 @@ def serve(cfg: Config, java_log: Path | None = None, ready=print) -> int:
         # A table written for the first time after the start gets its name at the next check;
         # the tables already registered always read their latest Delta version.
         while not stop.wait(float(cfg.get("sql_endpoint.refresh_s", 60))):
-            added = set(register_tables(spark, rcfg)) - set(tables)
+            try:
+                added = set(register_tables(spark, rcfg)) - set(tables)
+            except Exception:  # noqa: BLE001 - a table mid-creation: serve on, try again later
+                log.warning("looking for new tables failed; trying again at the next check",
+                            exc_info=True)
+                continue
             if added:
                 log.info("registered new tables: %s", sorted(added))
                 tables += sorted(added)
