@@ -73,6 +73,11 @@ BAD_CASES = [
     ("bad_quantity_type", _ev(event_id="x14", quantity="two")),
     ("bad_quantity", _ev(event_id="x15", quantity=0)),
     ("oversize_field", _ev(event_id="x16", search_query="z" * 70_000)),
+    # Each of these three failed the whole batch or stored a date that changed every day
+    # (hostile inputs of the DuckDB ingest reference, 2026-12-07):
+    ("bad_timestamp", _ev(event_id="x17", timestamp="10:00:00")),        # a time, no date
+    ("bad_timestamp", _ev(event_id="x18", timestamp="99999999999999999")),  # long overflow
+    ("bad_timestamp", _ev(event_id="x19", timestamp="999999999999999")),    # year 33658
 ]
 
 

@@ -75,9 +75,13 @@ def parse_timestamp(c: Column, source_tz: Column | str | None = None) -> Column:
     is_number = text.rlike(r"^-?\d+(\.\d+)?$")
     num = text.try_cast("double")
     seconds = F.when(F.abs(num) >= F.lit(1e11), num / 1000.0).otherwise(num)
-    from_number = F.timestamp_micros((seconds * 1_000_000).cast("long"))
+    # try_cast: a number of 16+ digits overflowed a long, and under ANSI mode the cast's error
+    # failed the whole batch (found by the DuckDB reference's hostile inputs, 2026-12-07).
+    from_number = F.timestamp_micros((seconds * 1_000_000).try_cast("long"))
     from_text = F.coalesce(
-        text.try_cast("timestamp"),
+        # Only text that starts with a date: Spark's cast reads a time alone ("10:00:00") as that
+        # time TODAY, so the same line got another date on every run.
+        F.when(text.rlike(r"^\s*[+-]?\d{4,}-\d"), text.try_cast("timestamp")),
         # "2019-10-01 00:00:00 UTC" (REES46): zone after a space
         F.try_to_timestamp(text, F.lit("yyyy-MM-dd HH:mm:ss VV")),
         F.try_to_timestamp(text, F.lit("yyyy-MM-dd HH:mm:ss z")),
@@ -87,7 +91,15 @@ def parse_timestamp(c: Column, source_tz: Column | str | None = None) -> Column:
         tz = F.lit(source_tz) if isinstance(source_tz, str) else source_tz
         from_text = F.when(text.rlike(_NAIVE_TEXT), F.to_utc_timestamp(from_text, tz)).otherwise(
             from_text)
-    return F.when(is_number, from_number).otherwise(from_text)
+    parsed = F.when(is_number, from_number).otherwise(from_text)
+    # Years 1-9999 only: beyond them no date exists in Python (or most SQL engines), and a
+    # quarantined record's date is still read back for the counts (999999999999999 ms, year
+    # 33658, failed the batch with "year 33658 is out of range").
+    return F.when(F.unix_micros(parsed).between(_MIN_MICROS, _MAX_MICROS), parsed)
+
+
+# 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z as Unix microseconds.
+_MIN_MICROS, _MAX_MICROS = -62_135_596_800_000_000, 253_402_300_799_999_999
 
 
 def _first_failure(checks: list[tuple[str, Column, Column]]) -> tuple[Column, Column]:
