@@ -109,11 +109,11 @@ Keys, hashes and dedup (``validate._content_hash``, ``bronze.classify``)
 Left out, or not reproduced exactly (the test keeps such lines out, saying why):
   * dedup against an existing bronze table (the reference ingests into an empty lake), reviews,
     the delimited formats, pseudonymization, compressed files;
-  * JSON that Spark's Jackson and DuckDB's yyjson parse differently: Spark ACCEPTS text after the
-    first object (``{..}{..}`` keeps the first object and drops the rest), single-quoted strings,
-    ``+Infinity``/``+INF`` and lone surrogate escapes (stored as ``?``), and REJECTS trailing
-    commas, ``INF``, ``nan``/``inf``/``infinity`` spellings and ``-NaN``; all these go the other
-    way here (``NaN``, ``Infinity``, ``-Infinity``, ``-INF`` agree);
+  * JSON that Spark's Jackson and DuckDB's yyjson parse differently: Spark ACCEPTS single-quoted
+    strings, ``+Infinity``/``+INF`` and lone surrogate escapes (stored as ``?``), and REJECTS
+    trailing commas, ``INF``, ``nan``/``inf``/``infinity`` spellings and ``-NaN``; all these go
+    the other way here (``NaN``, ``Infinity``, ``-Infinity``, ``-INF`` agree). Text after the
+    line's JSON value (``{..}{..}``) is malformed in both;
   * Java 17's ``Double.toString`` is not always the shortest spelling (``1e23`` is
     ``9.999999999999999E22``, the smallest subnormal ``4.9E-324``); here it is. Floats inside a
     nested object or array keep DuckDB's spelling (``5e9`` -> ``5000000000.0``, not ``5.0E9``);

@@ -78,6 +78,8 @@ BAD_CASES = [
     ("bad_timestamp", _ev(event_id="x17", timestamp="10:00:00")),        # a time, no date
     ("bad_timestamp", _ev(event_id="x18", timestamp="99999999999999999")),  # long overflow
     ("bad_timestamp", _ev(event_id="x19", timestamp="999999999999999")),    # year 33658
+    ("malformed_record", _ev(event_id="x20") + _ev(event_id="x21")),     # two objects, one line
+    ("malformed_record", _ev(event_id="x22") + " and more"),              # text after the object
 ]
 
 

@@ -90,8 +90,20 @@ def _read_jsonl(spark: SparkSession, path: str, fields: list[str]) -> DataFrame:
     extras = F.map_filter(m, lambda k, v: ~F.array_contains(known, k))
     extras = F.when(F.size(extras) > 0, extras)
     mapping = {f: m.getItem(f) for f in fields}
-    return _finish(parsed, fields, mapping, extras, F.col("value"), m.isNull(),
+    return _finish(parsed, fields, mapping, extras, F.col("value"),
+                   m.isNull() | _more_than_one_value(F.col("value")),
                    _non_scalar(F.col("value"), m, fields))
+
+
+def _more_than_one_value(line: Column) -> Column:
+    """Whether the line holds more than its one JSON value: ``{..}{..}`` or ``{..} text``.
+
+    ``from_json`` reads the line's FIRST value and ignores whatever follows it, so the second
+    object of ``{..}{..}`` was dropped without a word while the line counted as one good record.
+    Inside brackets the same text is one JSON array only when the line holds exactly one value
+    (Jackson wants a comma between array elements)."""
+    wrapped = F.concat(F.lit("["), line, F.lit("]"))
+    return F.from_json(wrapped, T.ArrayType(T.StringType()), {"mode": "PERMISSIVE"}).isNull()
 
 
 def read_canonical_events(spark: SparkSession, path: str) -> DataFrame:
