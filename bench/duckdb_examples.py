@@ -58,10 +58,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import math
-import resource
 import sys
 import time
 from pathlib import Path
@@ -488,15 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         history_first=(dt.date.fromisoformat(args.history_first) if args.history_first
                        else None),
         price_buckets=args.price_buckets, split=dict(zip(SPLITS, args.split)))
-    result["total_s"] = time.monotonic() - t0
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    import duckdb
-
-    result["duckdb_version"] = duckdb.__version__
-    log.info("reference: %s", result)
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return base.finish(result, t0, args.json_out)
 
 
 if __name__ == "__main__":

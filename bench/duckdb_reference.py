@@ -539,14 +539,20 @@ def main(argv: list[str] | None = None) -> int:
                            windows_days=args.windows_days, top_k=args.top_k,
                            timezone=args.timezone,
                            features_from_sessions=args.features_from_sessions)
-    result["total_s"] = time.monotonic() - t0
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return finish(result, t0, args.json_out)
+
+
+def finish(result: dict, t0: float, json_out: str) -> int:
+    """A reference's ending: total seconds since ``t0``, peak RSS and DuckDB's version added to
+    ``result``, logged, and written as JSON to ``json_out`` (when given)."""
     import duckdb
 
+    result["total_s"] = time.monotonic() - t0
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["duckdb_version"] = duckdb.__version__
     log.info("reference: %s", result)
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -279,12 +279,7 @@ def run_size(spark, size: int, args, sampler: PeakSampler, jvm: int,
            "--snapshot-date", last_day.isoformat(), "--out", str(work / "out"),
            "--threads", str(args.duckdb_threads), "--memory-limit", args.duckdb_memory,
            "--json-out", str(work / "timings.json")]
-    t = time.monotonic()
-    with open(work / "stderr.txt", "w") as err:
-        proc = subprocess.Popen(cmd, stderr=err)
-        sampler.watch("duckdb", proc.pid)
-        returncode = proc.wait()
-    sampled = sampler.unwatch("duckdb")
+    returncode, process_s, _, peak_mib = _child(cmd, "duckdb", sampler, work / "stderr.txt")
     stderr = (work / "stderr.txt").read_text()
     sys.stderr.write(stderr)
     if returncode != 0:
@@ -295,8 +290,7 @@ def run_size(spark, size: int, args, sampler: PeakSampler, jvm: int,
         log.error("DuckDB reference failed at %s events: %s", size, reason)
         result["duckdb"] = {"failed": reason[:300], "memory_limit": args.duckdb_memory,
                             "threads": args.duckdb_threads,
-                            "process_s": round(time.monotonic() - t, 1),
-                            "peak_rss_mib": round(sampled / 1024)}
+                            "process_s": round(process_s, 1), "peak_rss_mib": round(peak_mib)}
         result["match"] = None
     else:
         timings = json.loads((work / "timings.json").read_text())
@@ -306,8 +300,8 @@ def run_size(spark, size: int, args, sampler: PeakSampler, jvm: int,
             "sessions_cpu_s": round(timings.get("sessions_cpu_s", float("nan")), 1),
             "features_cpu_s": round(timings.get("features_cpu_s", float("nan")), 1),
             "total_s": round(timings["total_s"], 1),
-            "process_s": round(time.monotonic() - t, 1),
-            "peak_rss_mib": round(max(timings["peak_rss_mib"], sampled / 1024)),
+            "process_s": round(process_s, 1),
+            "peak_rss_mib": round(max(timings["peak_rss_mib"], peak_mib)),
             "sessions": timings["sessions"], "users": timings["users"]}
         result["match"] = compare_outputs(files, work / "out", last_day, cfg, args)
     if result["match"] is not None:
@@ -350,65 +344,60 @@ def chain_references(spark, cfg, raw: Path, last_day: dt.date, files: dict, work
 
     dk, match = result["duckdb"], result["match"]
     common = ["--threads", str(args.duckdb_threads), "--memory-limit", args.duckdb_memory]
+    stages = []  # (stage, the reference's command, its comparisons with Spark's tables)
     if ingest:
         g = cfg.get
-        cmd = [sys.executable, str(ROOT / "bench" / "duckdb_ingest.py"),
-               f"{raw}/events/dt=*/*.jsonl", "--run-date", last_day.isoformat(),
-               "--source", "events", "--timezone", str(g("lake.timezone", "UTC")),
-               "--max-future-hours", str(g("ingest.max_future_hours")),
-               "--min-timestamp", str(g("ingest.min_timestamp")).rstrip("Z"),
-               "--max-price", str(g("ingest.max_price")),
-               "--max-quantity", str(g("ingest.max_quantity")),
-               "--max-field-bytes", str(g("ingest.max_field_bytes")),
-               "--out", str(work / "ingest"), *common, "--json-out", str(work / "ingest.json")]
-        rc, wall, cpu, peak = _child(cmd, "duckdb-ingest", sampler, work / "ingest.stderr")
-        if rc:
-            dk["ingest_failed"] = (work / "ingest.stderr").read_text()[-300:]
-        else:
-            dk.update(ingest_s=round(wall, 1), ingest_cpu_s=round(cpu, 1),
-                      ingest_peak_rss_mib=round(peak))
-            q_files = lake.read(spark, cfg, "bronze.quarantine").inputFiles()
-            con = ref.connect(args.duckdb_threads, args.duckdb_memory,
-                              temp_dir=str(work / "_cmp_ingest"))
-            try:
-                got = ingest_ref.compare(con, files["bronze.events"], q_files, work / "ingest")
-            finally:
-                con.close()
-            for name, m in got.items():
-                match[f"ingest.{name}"] = {"differing": 0, **m}
+        q_files = lambda: lake.read(spark, cfg, "bronze.quarantine").inputFiles()  # noqa: E731
+        stages.append(("ingest", [
+            sys.executable, str(ROOT / "bench" / "duckdb_ingest.py"),
+            f"{raw}/events/dt=*/*.jsonl", "--run-date", last_day.isoformat(),
+            "--source", "events", "--timezone", str(g("lake.timezone", "UTC")),
+            "--max-future-hours", str(g("ingest.max_future_hours")),
+            "--min-timestamp", str(g("ingest.min_timestamp")).rstrip("Z"),
+            "--max-price", str(g("ingest.max_price")),
+            "--max-quantity", str(g("ingest.max_quantity")),
+            "--max-field-bytes", str(g("ingest.max_field_bytes")),
+            "--out", str(work / "ingest"), *common, "--json-out", str(work / "ingest.json")],
+            lambda con: {f"ingest.{name}": m for name, m in ingest_ref.compare(
+                con, files["bronze.events"], q_files(), work / "ingest").items()}))
     if args.examples:
         s = cfg.get("sequences") or {}
         split = s.get("split") or {}
-        cmd = [sys.executable, str(ROOT / "bench" / "duckdb_examples.py"),
-               "--events-files", str(work / "events.txt"), "--out", str(work / "examples"),
-               "--max-length", str(s.get("max_length")), "--horizon-days", str(s.get("horizon_days")),
-               "--step-days", str(s.get("cutoff_step_days")), "--min-events", str(s.get("min_events")),
-               "--min-item-count", str(s.get("min_item_count")),
-               "--history-start-quantile", str(s.get("history_start_quantile")),
-               "--price-buckets", *[str(x) for x in s.get("price_buckets")],
-               "--split", *[str(split.get(k, 0)) for k in examples_ref.SPLITS],
-               *common, "--json-out", str(work / "examples.json")]
-        rc, wall, cpu, peak = _child(cmd, "duckdb-examples", sampler, work / "examples.stderr")
-        if rc:
-            dk["sequence_examples_failed"] = (work / "examples.stderr").read_text()[-300:]
-        else:
-            dk.update(sequence_examples_s=round(wall, 1), sequence_examples_cpu_s=round(cpu, 1),
-                      sequence_examples_peak_rss_mib=round(peak))
-            out = work / "examples"
-            con = ref.connect(args.duckdb_threads, args.duckdb_memory,
-                              temp_dir=str(work / "_cmp_examples"))
-            try:
-                match["vocabularies"] = examples_ref.compare(
+        out = work / "examples"
+        stages.append(("sequence_examples", [
+            sys.executable, str(ROOT / "bench" / "duckdb_examples.py"),
+            "--events-files", str(work / "events.txt"), "--out", str(out),
+            "--max-length", str(s.get("max_length")), "--horizon-days", str(s.get("horizon_days")),
+            "--step-days", str(s.get("cutoff_step_days")), "--min-events", str(s.get("min_events")),
+            "--min-item-count", str(s.get("min_item_count")),
+            "--history-start-quantile", str(s.get("history_start_quantile")),
+            "--price-buckets", *[str(x) for x in s.get("price_buckets")],
+            "--split", *[str(split.get(k, 0)) for k in examples_ref.SPLITS],
+            *common, "--json-out", str(work / "examples.json")],
+            lambda con: {
+                "vocabularies": examples_ref.compare(
                     con, lake.read(spark, cfg, "gold.vocabularies").inputFiles(),
                     str(out / "vocabularies.parquet"), ["vocab", "token"],
-                    examples_ref.vocabulary_kinds(), EXAMPLES_TOL)
-                match["sequence_examples"] = examples_ref.compare(
+                    examples_ref.vocabulary_kinds(), EXAMPLES_TOL),
+                "sequence_examples": examples_ref.compare(
                     con, lake.read(spark, cfg, "gold.sequence_examples").inputFiles(),
                     str(out / "sequence_examples" / "**" / "*.parquet"),
                     ["user_id", "cutoff_date"], examples_ref.example_kinds(), EXAMPLES_TOL,
-                    partition="cutoff_date")
-            finally:
-                con.close()
+                    partition="cutoff_date")}))
+    for stage, cmd, compare in stages:
+        log_file = work / f"{stage}.stderr"
+        rc, wall, cpu, peak = _child(cmd, f"duckdb-{stage}", sampler, log_file)
+        if rc:
+            dk[f"{stage}_failed"] = log_file.read_text()[-300:]
+            continue
+        dk.update({f"{stage}_s": round(wall, 1), f"{stage}_cpu_s": round(cpu, 1),
+                   f"{stage}_peak_rss_mib": round(peak)})
+        con = ref.connect(args.duckdb_threads, args.duckdb_memory,
+                          temp_dir=str(work / f"_cmp_{stage}"))
+        try:
+            match.update(compare(con))
+        finally:
+            con.close()
 
 
 def compare_outputs(files: dict, out: Path, last_day: dt.date, cfg, args) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -21,9 +20,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from demandlake import lake, schemas, synth
 from demandlake.pipeline.transform import run_sequence_examples
+from helpers import bench
 from helpers.catalog import fresh_lake
 
-ROOT = Path(__file__).resolve().parents[1]
 START = dt.date(2026, 11, 1)
 DAYS = 14
 TIMEZONE = "Asia/Shanghai"
@@ -34,15 +33,7 @@ SETTINGS = {"max_length": 8, "horizon_days": 3, "step_days": 1, "min_events": 2,
 TOL = 1e-6   # float32 arrays: a few ulps (ln(1 + x) in DuckDB, log1p in Spark)
 
 
-def _load_reference():
-    spec = importlib.util.spec_from_file_location("duckdb_examples",
-                                                  ROOT / "bench" / "duckdb_examples.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ref = _load_reference()
+ref = bench.load("duckdb_examples")
 
 # Hand-made events (local times in TIMEZONE) for the rules the generator never hits. With the
 # synthetic period the plan is: train cutoffs 11-02..11-06, validation 11-09, test 11-12/11-13,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -21,10 +20,10 @@ import pytest
 from pyspark.sql import functions as F
 
 from demandlake import lake, schemas, synth
+from helpers import bench
 from helpers.catalog import fresh_lake
 from demandlake.pipeline.transform import run_features, run_sessions
 
-ROOT = Path(__file__).resolve().parents[1]
 START = dt.date(2026, 11, 1)
 DAYS = 14
 SNAPSHOT = dt.date(2026, 11, 10)   # later events exist and must be ignored
@@ -34,15 +33,7 @@ TOP_K = 3
 TOL = 1e-9
 
 
-def _load_reference():
-    spec = importlib.util.spec_from_file_location("duckdb_reference",
-                                                  ROOT / "bench" / "duckdb_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ref = _load_reference()
+ref = bench.load("duckdb_reference")
 
 
 # Hand-made events beside the generated ones, for the rules the generator never hits: two events
