@@ -124,20 +124,27 @@ def write_snapshot(lake_dir: str, conf_files: list[str], out: str) -> None:
     spark.stop()
 
 
-def chain(lake_dir: str, raw_dir: str, dates: list[dt.date], snapshot_to: str | None,
-          settings: Sequence[str] = ()) -> None:
-    from demandlake.config import load_config
+def run_chain(spark, cfg, dates: list[dt.date]) -> None:
+    """The chain's ``STAGES`` for each date in turn, each announced by a ``STAGE`` marker."""
     from demandlake.pipeline.stages import run_stage
-    from demandlake.spark import get_spark
 
-    cfg = load_config(overrides=[f"lake.raw_uri={raw_dir}", "spark.conf.spark.ui.enabled=false",
-                                 *settings], lake=lake_dir)
-    spark = get_spark(cfg, app_name="demandlake-faults")
     for d in dates:
         for stage in STAGES:
             print(f"STAGE {d} {stage}", flush=True)
             run_stage(spark, cfg, stage, d, **graph.stage(stage).options)
     print("STAGE done", flush=True)
+
+
+def chain(lake_dir: str, raw_dir: str, dates: list[dt.date], snapshot_to: str | None,
+          settings: Sequence[str] = ()) -> None:
+    """The child: ``run_chain`` in a session of its own, then the lake's snapshot (if asked)."""
+    from demandlake.config import load_config
+    from demandlake.spark import get_spark
+
+    cfg = load_config(overrides=[f"lake.raw_uri={raw_dir}", "spark.conf.spark.ui.enabled=false",
+                                 *settings], lake=lake_dir)
+    spark = get_spark(cfg, app_name="demandlake-faults")
+    run_chain(spark, cfg, dates)
     if snapshot_to:
         Path(snapshot_to).write_text(json.dumps(snapshot(spark, cfg)))
     spark.stop()
@@ -204,10 +211,17 @@ def _run_child(lake_dir: Path, raw_dir: Path, dates: list[dt.date], snap: Path |
 
 
 def run_kill_points(work: Path, points: tuple[str, ...] = KILL_POINTS, users: int = 20,
-                    days: int = 1, seed: int = 1, settings: tuple[str, ...] = ()) -> dict:
+                    days: int = 1, seed: int = 1, settings: tuple[str, ...] = (),
+                    clean: Callable[[Path, Path, list[dt.date]], dict[str, list[str]]]
+                    | None = None) -> dict:
     """A clean run, then on another lake one kill inside each write of ``points`` in turn (each
     run killed is the rerun of the one before), then a rerun to the end; the final tables are
     compared with the clean run's. ``settings`` (``KEY=VALUE``) configure every chain.
+
+    The clean run is a child process like the others, or, when ``clean`` is given, that
+    function called with (lake folder, raw folder, dates), returning the lake's ``snapshot``:
+    e.g. ``run_chain`` in a session that is already warm (the CI smoke run), which spares a
+    new JVM and its first-run costs.
 
     Returns:
         ``clean``, ``kills`` (where each child died), ``final`` (the last rerun) and ``diff``
@@ -220,22 +234,36 @@ def run_kill_points(work: Path, points: tuple[str, ...] = KILL_POINTS, users: in
     synth.generate(raw, users=users, days=days, start_date=start.isoformat(), seed=seed)
     synth.plant_faults(raw, seed=seed)
     dates = [start + dt.timedelta(days=i) for i in range(days)]
-    # The clean run goes on beside the killed ones (its own lake and log): the chain mostly waits
-    # on Spark's per-job latency, so the two together take little more than the killed series.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        clean_run = pool.submit(_run_child, work / "lake-clean", raw, dates, work / "clean.json",
-                                None, work / "clean.log", settings=settings)
+
+    def killed_series() -> tuple[list[dict], dict]:
         kills = [_run_child(work / "lake-killed", raw, dates, None, None, log_file, kill_at=point,
                             settings=settings)
                  for point in points]
-        final = _run_child(work / "lake-killed", raw, dates, work / "final.json", None, log_file,
-                           settings=settings)
-        clean = clean_run.result()
-    diff = ({"runs": f"clean rc={clean['returncode']}, final rc={final['returncode']}"}
-            if clean["returncode"] or final["returncode"] else
-            compare(json.loads((work / "clean.json").read_text()),
-                    json.loads((work / "final.json").read_text())))
-    return {"clean": clean, "kills": kills, "final": final, "diff": diff,
+        return kills, _run_child(work / "lake-killed", raw, dates, work / "final.json", None,
+                                 log_file, settings=settings)
+
+    # The clean run goes on beside the killed ones (its own lake and log): the chain mostly waits
+    # on Spark's per-job latency, so the two together take little more than the killed series.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        if clean is None:
+            clean_run = pool.submit(_run_child, work / "lake-clean", raw, dates,
+                                    work / "clean.json", None, work / "clean.log",
+                                    settings=settings)
+            kills, final = killed_series()
+            clean_result = clean_run.result()
+            reference = (json.loads((work / "clean.json").read_text())
+                         if clean_result["returncode"] == 0 else None)
+        else:
+            series = pool.submit(killed_series)
+            t0 = time.monotonic()
+            reference = clean(work / "lake-clean", raw, dates)
+            clean_result = {"returncode": 0, "seconds": round(time.monotonic() - t0, 1),
+                            "in_process": True}
+            kills, final = series.result()
+    diff = ({"runs": f"clean rc={clean_result['returncode']}, final rc={final['returncode']}"}
+            if reference is None or final["returncode"] else
+            compare(reference, json.loads((work / "final.json").read_text())))
+    return {"clean": clean_result, "kills": kills, "final": final, "diff": diff,
             "log": f"{log_file} (clean run: {work / 'clean.log'})"}
 
 
