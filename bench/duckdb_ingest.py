@@ -23,9 +23,10 @@ Reading (``readers._read_jsonl``)
     UTF-8 byte order mark at the start of a file is dropped; a last line without a newline counts.
   * A line whose text is empty after trimming SPACES only (Spark's ``trim``) carries no record and
     is not counted anywhere; a line of tabs is a record (and malformed).
-  * A line parses when it is one JSON object; anything else (broken JSON, an array, a scalar,
-    ``null``, a raw control character in a string, a leading zero, a comment, a top-level key
-    longer than 50,000 UTF-16 units: Jackson's name limit) is ``malformed_record``. Each field's
+  * A line parses when it is one JSON object; anything else (broken JSON, text after the
+    object, a top-level key named twice, an array, a scalar, ``null``, a raw control character
+    in a string, a leading zero, a comment, a top-level key longer than 50,000 UTF-16 units:
+    Jackson's name limit) is ``malformed_record``. Each field's
     text is what Spark's ``from_json`` to map<string,string> gives: a string's value;
     ``true``/``false``; an integer's digits (``-0`` -> ``0``); a float in Java's
     ``Double.toString`` spelling (``10.50`` -> ``10.5``, ``5e9`` -> ``5.0E9``,
@@ -120,15 +121,12 @@ Left out, or not reproduced exactly (the test keeps such lines out, saying why):
   * Jackson's other limits: keys over 50,000 characters below the top level, numbers over 1,000
     digits, nesting deeper than Jackson allows (malformed in Spark, parsed here);
   * Spark's variant parse (non_scalar_field) also rejects repeated keys and NaN/Infinity tokens
-    nested deeper than the top level;
+    nested deeper than the top level (a top-level key named twice is malformed in both);
   * timestamps: time-only text (``10:00:00``: Spark takes TODAY's date), years other than four
     digits or signed negative (a time outside the years 1-9999 makes the Spark ingest fail in its
     tally, which collects every record's event_date into Python dates), zone names other than
     UTC/GMT/UT/Z (``Asia/Shanghai``, ``PST``, ``CET``: Spark knows them, here they are
     unparseable), hex floats as prices;
-  * an extras key repeated in one line: Spark stores a map with the key twice (which DuckDB
-    cannot even read back: "Map keys must be unique"); the stored ``extras`` here keep the first.
-    The hash uses every entry, as Spark's does;
   * Java's and DuckDB's ``lower`` on exotic letters (dotted capital I).
 
 Columns: every column of both tables is reproduced; none is run-specific (bronze has no ingest
@@ -432,6 +430,7 @@ def _validated_sql(limits: Limits) -> str:
     return f"""
     WITH parsed AS (
         SELECT *, CASE WHEN json_valid(value) AND json_type(value) = 'OBJECT'
+                            AND len(json_keys(value)) = len(list_distinct(json_keys(value)))
                             AND NOT (strlen(value) > {JACKSON_MAX_NAME_CHARS}
                                      AND coalesce(list_bool_or(list_transform(json_keys(value),
                                 lambda k: length(k) + length(regexp_replace(

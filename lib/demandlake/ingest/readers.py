@@ -90,8 +90,12 @@ def _read_jsonl(spark: SparkSession, path: str, fields: list[str]) -> DataFrame:
     extras = F.map_filter(m, lambda k, v: ~F.array_contains(known, k))
     extras = F.when(F.size(extras) > 0, extras)
     mapping = {f: m.getItem(f) for f in fields}
+    # A key named twice is malformed too: which value is meant is unknown (from_json keeps both
+    # in the map: the fields took the first, and the stored extras map held the key twice,
+    # which other readers of the Parquet refuse: DuckDB's "Map keys must be unique").
+    repeated_key = F.size(F.array_distinct(F.map_keys(m))) < F.size(m)
     return _finish(parsed, fields, mapping, extras, F.col("value"),
-                   m.isNull() | _more_than_one_value(F.col("value")),
+                   m.isNull() | repeated_key | _more_than_one_value(F.col("value")),
                    _non_scalar(F.col("value"), m, fields))
 
 
