@@ -164,12 +164,18 @@ def raw_sample(project_venv, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_conf(tmp_path_factory) -> Path:
+def small_settings():
+    """tests/helpers/settings.py: the Spark settings of every Spark the tests start, and the
+    JVM options of their short-lived JVMs."""
+    return _load_by_path(ROOT / "tests" / "helpers" / "settings.py", "small_spark_settings")
+
+
+@pytest.fixture(scope="session")
+def small_conf(tmp_path_factory, small_settings) -> Path:
     """The extra YAML every run here is given (the DAG as --conf-file): the Spark settings of
     every Spark the tests start (tests/helpers/settings.py), no Derby start-up, one epoch of
     deterministic training."""
-    small = _load_by_path(ROOT / "tests" / "helpers" / "settings.py", "small_spark_settings")
-    sets = dict(s.split("=", 1) for s in small.SMALL_SPARK)
+    sets = dict(s.split("=", 1) for s in small_settings.SMALL_SPARK)
     conf = {k[len("spark.conf."):]: v for k, v in sets.items() if k.startswith("spark.conf.")}
     assert set(sets) - {f"spark.conf.{k}" for k in conf} == {"spark.master"}, sets
     path = tmp_path_factory.mktemp("airflow-conf") / "small.yaml"

@@ -177,8 +177,8 @@ def _snapshot(project_venv: Path, lake: Path, conf: Path, out: Path) -> dict[str
 
 
 def test_the_nightly_dag_the_jobs_and_the_cli_leave_identical_tables(
-        dagbag, stage_graph, lake_variables, raw_sample, small_conf, project_venv, monkeypatch,
-        tmp_path):
+        dagbag, stage_graph, lake_variables, raw_sample, small_conf, small_settings, project_venv,
+        monkeypatch, tmp_path):
     """The three ways of issue 19 on one raw sample and date: the nightly DAG
     run for real (``dag.test``: every task runs, none is marked done), the spark-submit jobs in
     the DAG's order, and ``demandlake nightly``; every bronze/silver/gold table must be identical.
@@ -201,6 +201,9 @@ def test_the_nightly_dag_the_jobs_and_the_cli_leave_identical_tables(
         return cmd
 
     monkeypatch.setattr(SparkSubmitHook, "_build_spark_submit_command", recorded)
+    # Every JVM of this test (the DAG's spark-submit jobs, the CLI's nightly, the snapshots)
+    # lives for one small stage or chain: tests/helpers/settings.py's options for such JVMs.
+    monkeypatch.setenv("SPARK_SUBMIT_OPTS", small_settings.SHORT_JVM_OPTIONS)
 
     # The CLI's nightly on its own lake, in a separate process beside the DAG
     # (no shared port or file): the two chains mostly wait on Spark's per-job latency.
