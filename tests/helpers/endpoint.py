@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from helpers.settings import SMALL_SPARK
+from helpers.settings import SHORT_JVM_OPTIONS, SMALL_SPARK
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,6 +26,9 @@ def env() -> dict[str, str]:
     out = dict(os.environ)
     out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "lib"), out.get("PYTHONPATH")]))
     out.setdefault("OMP_NUM_THREADS", "2")
+    # The tests' endpoints live for minutes and answer small queries: the short-lived JVMs'
+    # options (settings.py), not C2's compiles of code that a few hundred rows never need.
+    out.setdefault("SPARK_SUBMIT_OPTS", SHORT_JVM_OPTIONS)
     return out
 
 
