@@ -51,7 +51,7 @@ Validation (``validate.validate_events``): the first failing check, in this orde
   malformed_record       record could not be parsed
   bad_encoding           record is not valid UTF-8
   oversize_field         a field (after blank-to-null) over ``max_field_bytes`` UTF-8 bytes:
-                         "field <first such field> has <BIGGEST field's bytes> bytes > <limit>"
+                         "field <first such field> has <its bytes> bytes > <limit>"
                          (the size is the biggest field's, even when another field is named); else
                          an extras entry (max of key and value bytes): "extra field <key, 80
                          chars> has <n> bytes > <limit>"
@@ -419,6 +419,8 @@ def _validated_sql(limits: Limits) -> str:
     sizes = [f"coalesce(strlen({f}), 0)" for f in FIELDS]
     first_over = "CASE " + " ".join(f"WHEN {s} > {limit} THEN {_q(f)}"
                                     for f, s in zip(FIELDS, sizes)) + " END"
+    first_over_bytes = "CASE " + " ".join(f"WHEN {s} > {limit} THEN {s}"
+                                          for s in sizes) + " END"
     non_scalar = "CASE " + " ".join(
         f"WHEN regexp_matches(m_{f}, '^ *[{{\\[]') "
         f"AND (variant_fails OR regexp_matches(jv[{idx[f]}], '^[{{\\[]')) THEN {_q(f)}"
@@ -466,6 +468,7 @@ def _validated_sql(limits: Limits) -> str:
     typed AS (
         SELECT *,
                greatest({", ".join(sizes)}) AS biggest, {first_over} AS first_over,
+               {first_over_bytes} AS first_over_bytes,
                list_filter(extras_list, lambda e: greatest(strlen(e.key),
                                                            coalesce(strlen(e.value), 0))
                                                   > {limit})[1] AS big_extra,
@@ -571,7 +574,7 @@ def _validated_sql(limits: Limits) -> str:
             WHEN 'malformed_record' THEN 'record could not be parsed'
             WHEN 'bad_encoding' THEN 'record is not valid UTF-8'
             WHEN 'oversize_field' THEN CASE WHEN biggest > {limit}
-                THEN 'field ' || first_over || ' has ' || CAST(biggest AS VARCHAR)
+                THEN 'field ' || first_over || ' has ' || CAST(first_over_bytes AS VARCHAR)
                      || ' bytes > {limit}'
                 ELSE 'extra field ' || substring(big_extra.key, 1, 80) || ' has '
                      || CAST(greatest(strlen(big_extra.key), coalesce(strlen(big_extra.value), 0))

@@ -186,11 +186,14 @@ def test_cjk_and_emoji_text_survive_byte_for_byte(spark, cfg, tmp_path):
 def test_quarantine_details_name_the_offending_field(spark, cfg, tmp_path):
     path = tmp_path / "fields.jsonl"
     path.write_bytes(lines(ev(event_id="o", item_id={"a": 1}), ev(event_id="a", user_id=[1, 2]),
-                           ev(event_id="x", notes="\u00e9" * 1_000_000)))  # 2 bytes a character
+                           ev(event_id="x", notes="\u00e9" * 1_000_000),  # 2 bytes a character
+                           # two fields over: the first is named, with its own size
+                           ev(event_id="y", brand="b" * 70_000, search_query="q" * 90_000)))
     ingest_source(spark, cfg, "canonical_events", str(path), RUN)
     got = sorted((r.reason, r.detail) for r in lake.read(spark, cfg, "bronze.quarantine").collect())
     assert got == [
         ("non_scalar_field", "field item_id holds an object or an array, not a string or a number"),
         ("non_scalar_field", "field user_id holds an object or an array, not a string or a number"),
         ("oversize_field", "extra field notes has 2000000 bytes > 65536"),
+        ("oversize_field", "field brand has 70000 bytes > 65536"),
     ]

@@ -82,7 +82,7 @@ def hostile_text_lines(generated: str) -> list[str]:
         # bad_encoding: a literal replacement character
         ev(event_id="enc1", brand="caf\ufffd"),
         # oversize_field (65,536 bytes): a field, an extra, two fields (the detail names the
-        # first and the biggest size), multi-byte text, an oversize key, a raw text cut at
+        # first, with its size), multi-byte text, an oversize key, a raw text cut at
         # 65,536 characters, and a field exactly at the limit (valid)
         ev(event_id="big1", search_query="z" * 70_000),
         ev(event_id="big2", notes="x" * 70_000),

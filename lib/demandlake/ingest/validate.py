@@ -121,10 +121,13 @@ def _oversize(fields: list[str], limit: int) -> tuple[Column, Column]:
     """Whether a canonical field or an ``extras`` entry is over ``limit`` bytes, and which."""
     sizes = [F.coalesce(F.octet_length(F.col(f)), F.lit(0)) for f in fields]
     biggest = F.greatest(*sizes) if len(sizes) > 1 else sizes[0]
-    which = F.lit(None).cast("string")
+    # The first field over the limit, and ITS size (the biggest field's size was reported
+    # beside the first one's name until 2026-12-07).
+    which, which_size = F.lit(None).cast("string"), F.lit(None).cast("int")
     for f, s in zip(reversed(fields), reversed(sizes)):
         which = F.when(s > limit, F.lit(f)).otherwise(which)
-    canonical = F.concat(F.lit("field "), which, F.lit(" has "), biggest.cast("string"),
+        which_size = F.when(s > limit, s).otherwise(which_size)
+    canonical = F.concat(F.lit("field "), which, F.lit(" has "), which_size.cast("string"),
                          F.lit(f" bytes > {limit}"))
     big_extras = F.map_filter(F.col("extras"), lambda k, v: _entry_bytes(k, v) > limit)
     first_big = F.try_element_at(F.map_entries(big_extras), F.lit(1))
