@@ -78,6 +78,7 @@ def hostile_text_lines(generated: str) -> list[str]:
         "\ufeff" + ev(event_id="m6"),           # a byte order mark inside a file
         ev(event_id="m7") + ev(event_id="m8"),  # two objects on one line
         ev(event_id="m9") + " and more",        # text after the object
+        ev(event_id="m10") + "," + ev(event_id="m11"),  # two objects, a comma between
         "{}",                                    # parses: no user id
         # bad_encoding: a literal replacement character
         ev(event_id="enc1", brand="caf\ufffd"),

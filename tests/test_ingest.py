@@ -80,6 +80,7 @@ BAD_CASES = [
     ("bad_timestamp", _ev(event_id="x19", timestamp="999999999999999")),    # year 33658
     ("malformed_record", _ev(event_id="x20") + _ev(event_id="x21")),     # two objects, one line
     ("malformed_record", _ev(event_id="x22") + " and more"),              # text after the object
+    ("malformed_record", _ev(event_id="x25") + "," + _ev(event_id="x26")),  # two, a comma between
     ("malformed_record", _ev(event_id="x23")[:-1] + ', "user_id": "u2"}'),  # a field twice
     ("malformed_record", _ev(event_id="x24")[:-1] + ', "tag": 1, "tag": 2}'),  # an extra twice
 ]

@@ -83,8 +83,12 @@ def _read_jsonl(spark: SparkSession, path: str, fields: list[str]) -> DataFrame:
     lines = lines.where(F.trim(F.col("value")) != "")
     # Parse each object as map<string,string>: any scalar becomes its text, nested values their JSON,
     # so a wrong type is caught by validation; a non-object or broken line parses to null.
-    parsed = lines.withColumn(
-        "_m", F.from_json(F.col("value"), _STR_MAP, {"mode": "PERMISSIVE"}))
+    # from_json reads a text's FIRST value and ignores what follows it, so a line is parsed inside
+    # brackets, as an array that must hold exactly one object: `{..}{..}` (no comma) does not
+    # parse, `{..},{..}` gives two; either was one record with the rest dropped in silence.
+    objects = F.from_json(F.concat(F.lit("["), F.col("value"), F.lit("]")),
+                          T.ArrayType(_STR_MAP), {"mode": "PERMISSIVE"})
+    parsed = lines.withColumn("_m", F.when(F.size(objects) == 1, objects.getItem(0)))
     m = F.col("_m")
     known = F.array(*[F.lit(f) for f in fields])
     extras = F.map_filter(m, lambda k, v: ~F.array_contains(known, k))
@@ -95,19 +99,8 @@ def _read_jsonl(spark: SparkSession, path: str, fields: list[str]) -> DataFrame:
     # which other readers of the Parquet refuse: DuckDB's "Map keys must be unique").
     repeated_key = F.size(F.array_distinct(F.map_keys(m))) < F.size(m)
     return _finish(parsed, fields, mapping, extras, F.col("value"),
-                   m.isNull() | repeated_key | _more_than_one_value(F.col("value")),
+                   m.isNull() | repeated_key,
                    _non_scalar(F.col("value"), m, fields))
-
-
-def _more_than_one_value(line: Column) -> Column:
-    """Whether the line holds more than its one JSON value: ``{..}{..}`` or ``{..} text``.
-
-    ``from_json`` reads the line's FIRST value and ignores whatever follows it, so the second
-    object of ``{..}{..}`` was dropped without a word while the line counted as one good record.
-    Inside brackets the same text is one JSON array only when the line holds exactly one value
-    (Jackson wants a comma between array elements)."""
-    wrapped = F.concat(F.lit("["), line, F.lit("]"))
-    return F.from_json(wrapped, T.ArrayType(T.StringType()), {"mode": "PERMISSIVE"}).isNull()
 
 
 def read_canonical_events(spark: SparkSession, path: str) -> DataFrame:
