@@ -414,7 +414,7 @@ def test_killed_inside_the_bronze_merge_the_silver_write_and_the_publish_a_rerun
         reference.update(faults.snapshot(spark, cfg))
         return reference
 
-    result = faults.run_kill_points(tmp_path, settings=SMALL_SPARK, clean=clean)
+    result = faults.run_kill_points(tmp_path, clean, settings=SMALL_SPARK)
     # The tables of the chain hold rows, so "identical" compares something (one generated day
     # has no planted faults: no quarantine, no reviews).
     assert all(reference.get(name) for name in (

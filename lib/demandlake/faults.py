@@ -210,18 +210,18 @@ def _run_child(lake_dir: Path, raw_dir: Path, dates: list[dt.date], snap: Path |
             "chain_seconds": round((state["done"] or time.monotonic()) - (first or t0), 1)}
 
 
-def run_kill_points(work: Path, points: tuple[str, ...] = KILL_POINTS, users: int = 20,
-                    days: int = 1, seed: int = 1, settings: tuple[str, ...] = (),
-                    clean: Callable[[Path, Path, list[dt.date]], dict[str, list[str]]]
-                    | None = None) -> dict:
+def run_kill_points(work: Path,
+                    clean: Callable[[Path, Path, list[dt.date]], dict[str, list[str]]],
+                    points: tuple[str, ...] = KILL_POINTS, users: int = 20, days: int = 1,
+                    seed: int = 1, settings: tuple[str, ...] = ()) -> dict:
     """A clean run, then on another lake one kill inside each write of ``points`` in turn (each
     run killed is the rerun of the one before), then a rerun to the end; the final tables are
-    compared with the clean run's. ``settings`` (``KEY=VALUE``) configure every chain.
+    compared with the clean run's. ``settings`` (``KEY=VALUE``) configure every killed chain and
+    rerun, each a child process.
 
-    The clean run is a child process like the others, or, when ``clean`` is given, that
-    function called with (lake folder, raw folder, dates), returning the lake's ``snapshot``:
-    e.g. ``run_chain`` in a session that is already warm (the CI smoke run), which spares a
-    new JVM and its first-run costs.
+    The clean run is ``clean`` called with (lake folder, raw folder, dates), returning the
+    lake's ``snapshot``: e.g. ``run_chain`` in a session that is already warm (the CI smoke
+    run), which spares a new JVM and its first-run costs.
 
     Returns:
         ``clean``, ``kills`` (where each child died), ``final`` (the last rerun) and ``diff``
@@ -242,29 +242,17 @@ def run_kill_points(work: Path, points: tuple[str, ...] = KILL_POINTS, users: in
         return kills, _run_child(work / "lake-killed", raw, dates, work / "final.json", None,
                                  log_file, settings=settings)
 
-    # The clean run goes on beside the killed ones (its own lake and log): the chain mostly waits
-    # on Spark's per-job latency, so the two together take little more than the killed series.
+    # The clean run goes on beside the killed ones (its own lake): the chain mostly waits on
+    # Spark's per-job latency, so the two together take little more than the killed series.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        if clean is None:
-            clean_run = pool.submit(_run_child, work / "lake-clean", raw, dates,
-                                    work / "clean.json", None, work / "clean.log",
-                                    settings=settings)
-            kills, final = killed_series()
-            clean_result = clean_run.result()
-            reference = (json.loads((work / "clean.json").read_text())
-                         if clean_result["returncode"] == 0 else None)
-        else:
-            series = pool.submit(killed_series)
-            t0 = time.monotonic()
-            reference = clean(work / "lake-clean", raw, dates)
-            clean_result = {"returncode": 0, "seconds": round(time.monotonic() - t0, 1),
-                            "in_process": True}
-            kills, final = series.result()
-    diff = ({"runs": f"clean rc={clean_result['returncode']}, final rc={final['returncode']}"}
-            if reference is None or final["returncode"] else
+        series = pool.submit(killed_series)
+        t0 = time.monotonic()
+        reference = clean(work / "lake-clean", raw, dates)
+        clean_result = {"returncode": 0, "seconds": round(time.monotonic() - t0, 1)}
+        kills, final = series.result()
+    diff = ({"runs": f"final rc={final['returncode']}"} if final["returncode"] else
             compare(reference, json.loads((work / "final.json").read_text())))
-    return {"clean": clean_result, "kills": kills, "final": final, "diff": diff,
-            "log": f"{log_file} (clean run: {work / 'clean.log'})"}
+    return {"clean": clean_result, "kills": kills, "final": final, "diff": diff, "log": log_file}
 
 
 def compare(reference: dict[str, list[str]], got: dict[str, list[str]]) -> dict[str, dict]:
