@@ -99,3 +99,24 @@ def test_config_layers_and_overrides(tmp_path):
         load_config([tmp_path / "missing.yaml"])
     with pytest.raises(ValueError):
         load_config(overrides=["no-equals-sign"])
+
+
+# ---- status: a reader of the run log -------------------------------------------------------
+def test_status_reads_the_run_log_by_location_without_the_embedded_catalog(
+        spark, scored_lake, monkeypatch, capsys, tmp_path):
+    """``demandlake status`` on the embedded default (the Hive catalog in Derby) opens an
+    in-memory catalog, as the SQL readers do, so it answers while a nightly holds Derby; on a lake
+    without a run log it says so and creates nothing."""
+    sessions = []
+    monkeypatch.setattr(cli, "_spark", lambda c: sessions.append(c) or spark)
+    embedded = scored_lake.cfg.with_overrides({"lake.catalog": "hive"}, source="test")
+
+    assert cli.cmd_status(embedded, argparse.Namespace(limit=100)) == 0
+    out = capsys.readouterr().out
+    assert sessions[-1]["lake.catalog"] == "in-memory"
+    assert re.search(r"\|\s*score\s*\|\s*2026-11-10\s*\|\s*succeeded\s*\|", out), out
+
+    empty = embedded.with_overrides({"lake.uri": str(tmp_path / "empty")}, source="test")
+    assert cli.cmd_status(empty, argparse.Namespace(limit=100)) == 0
+    assert "no runs yet" in capsys.readouterr().out
+    assert not (tmp_path / "empty" / "ops").exists()

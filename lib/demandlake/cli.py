@@ -525,10 +525,17 @@ def cmd_forget(cfg, args) -> int:
 def cmd_status(cfg, args) -> int:
     from pyspark.sql import functions as F
 
-    from demandlake import lake
+    from demandlake import lake, sql_endpoint
 
-    spark = _spark(cfg)
-    runs = lake.read(spark, cfg, "ops.runs").orderBy(F.col("started_at").desc())
+    # A reader: ops.runs by location in an in-memory catalog (sql_endpoint.reader_config), so
+    # status answers while a nightly holds the embedded Derby catalog, and boots no Derby.
+    rcfg = sql_endpoint.reader_config(cfg)
+    spark = _spark(rcfg)
+    if not lake.table_exists(spark, rcfg, "ops.runs"):
+        print(f"no runs yet: {lake.spec('ops.runs').location(rcfg)} holds no run log")
+        return 0
+    runs = (spark.read.format("delta").load(lake.spec("ops.runs").location(rcfg))
+            .orderBy(F.col("started_at").desc()))
     runs.select("started_at", "stage", "run_date", "status", "duration_s", "metrics", "error") \
         .show(args.limit, truncate=100)
     return 0
