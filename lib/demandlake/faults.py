@@ -89,7 +89,10 @@ def kill_point(what: str) -> Iterator[None]:
 
 
 def snapshot(spark, cfg) -> dict[str, list[str]]:
-    """Every bronze/silver/gold table (current version) as sorted canonical JSON rows."""
+    """Every bronze/silver/gold table (current version) as sorted canonical JSON rows.
+
+    Tables are read by location, never through the catalog, so one session can snapshot lakes
+    of any catalog (``write_snapshot``)."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -99,7 +102,7 @@ def snapshot(spark, cfg) -> dict[str, list[str]]:
     for name in sorted(lake.TABLES):
         if name.startswith("ops.") or not lake.table_exists(spark, cfg, name):
             continue
-        df = lake.read(spark, cfg, name)
+        df = spark.read.format("delta").load(lake.spec(name).location(cfg))
         cols = []
         for f in df.schema.fields:
             if f.name in VOLATILE:
@@ -113,15 +116,22 @@ def snapshot(spark, cfg) -> dict[str, list[str]]:
     return out
 
 
-def write_snapshot(lake_dir: str, conf_files: list[str], out: str) -> None:
-    """``snapshot`` of the lake at ``lake_dir``, as JSON in ``out``."""
+def write_snapshot(pairs: list[tuple[str, str]], conf_files: list[str]) -> None:
+    """``snapshot`` of each ``(lake_dir, out)``'s lake as JSON in ``out``, all in ONE session.
+
+    The session uses an in-memory catalog: it reads the tables by location, so it neither boots
+    nor holds a lake's Derby catalog (a writer may still hold it)."""
     from demandlake.config import load_config
     from demandlake.spark import get_spark
 
-    cfg = load_config(conf_files, ["spark.conf.spark.ui.enabled=false"], lake=lake_dir)
-    spark = get_spark(cfg, app_name="demandlake-snapshot")
-    Path(out).write_text(json.dumps(snapshot(spark, cfg)))
-    spark.stop()
+    spark = None
+    for lake_dir, out in pairs:
+        cfg = load_config(conf_files, ["spark.conf.spark.ui.enabled=false",
+                                       "lake.catalog=in-memory"], lake=lake_dir)
+        spark = spark or get_spark(cfg, app_name="demandlake-snapshot")
+        Path(out).write_text(json.dumps(snapshot(spark, cfg)))
+    if spark is not None:
+        spark.stop()
 
 
 def run_chain(spark, cfg, dates: list[dt.date]) -> None:
@@ -282,10 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lake", help=argparse.SUPPRESS)
     p.add_argument("--raw", help=argparse.SUPPRESS)
     p.add_argument("--dates", help=argparse.SUPPRESS)
-    p.add_argument("--snapshot-to", help="with --snapshot-of: the JSON file to write")
-    p.add_argument("--snapshot-of", metavar="LAKE",
+    p.add_argument("--snapshot-to", action="append", default=[],
+                   help="with --snapshot-of: the JSON file to write (once per --snapshot-of)")
+    p.add_argument("--snapshot-of", metavar="LAKE", action="append", default=[],
                    help="only write LAKE's snapshot (every bronze/silver/gold row, run ids left "
-                        "out) to --snapshot-to, e.g. to compare two runs of the same input")
+                        "out) to --snapshot-to, e.g. to compare two runs of the same input; "
+                        "repeatable, each with its --snapshot-to, all in one Spark session")
     p.add_argument("--set", action="append", default=[], dest="settings", metavar="KEY=VALUE",
                    help="a setting for every chain run (repeatable), as the CLI's --set, e.g. "
                         "spark.conf.spark.sql.shuffle.partitions=2")
@@ -293,11 +305,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --snapshot-of: the YAML the lake was written with (catalog, ...)")
     args = p.parse_args(argv)
     if args.snapshot_of:
-        write_snapshot(args.snapshot_of, args.conf_file, args.snapshot_to)
+        if len(args.snapshot_of) != len(args.snapshot_to):
+            p.error("give one --snapshot-to per --snapshot-of")
+        write_snapshot(list(zip(args.snapshot_of, args.snapshot_to)), args.conf_file)
         return 0
     if args.child:
         chain(args.lake, args.raw, [dt.date.fromisoformat(d) for d in args.dates.split(",")],
-              args.snapshot_to, args.settings)
+              args.snapshot_to[-1] if args.snapshot_to else None, args.settings)
         return 0
     stages = [x for x in args.stages.split(",") if x]
     return run_trials(args.kills, args.seed, args.users, args.days, args.work, args.out, stages,
