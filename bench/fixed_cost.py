@@ -93,6 +93,23 @@ def measure_day(spark, cfg, day: dt.date, jvm: int, profile: Path | None = None)
     return {"day": day.isoformat(), "stages": rows, "total": total}
 
 
+def jobs_by_call_site(spark, day: str) -> dict[str, dict[str, int]]:
+    """``{stage: {call site: jobs}}`` of ``day``'s stages: each job named by the call site of
+    its last Spark stage (the status tracker's stage names; no UI needed)."""
+    import collections
+
+    tracker = spark.sparkContext.statusTracker()
+    out = {}
+    for stage in STAGES:
+        sites = collections.Counter()
+        for job_id in tracker.getJobIdsForGroup(f"fixed-cost-{day}-{stage}"):
+            job = tracker.getJobInfo(job_id)
+            info = tracker.getStageInfo(max(job.stageIds)) if job and job.stageIds else None
+            sites[info.name if info else "?"] += 1
+        out[stage] = dict(sites)
+    return out
+
+
 def table(days: list[dict]) -> str:
     head = "| stage | " + " | ".join(
         f"{d['day']} {'(first in JVM)' if i == 0 else '(warm)'} s / JVM CPU-s / jobs"
@@ -126,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jfr", metavar="FILE",
                         help="record the last day in Java Flight Recorder (jcmd JFR.start, "
                              "settings=profile) into FILE; bench/jfr_hot.py sums it (default: none)")
+    parser.add_argument("--jobs", action="store_true",
+                        help="also list, per stage of the last day, its Spark jobs by call site "
+                             "(from the status tracker)")
     parser.add_argument("--label", default="", help="a name for this run in the results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
@@ -164,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         if last and args.jfr:
             subprocess.run(["jcmd", str(jvm), "JFR.stop", "name=fixed-cost"], check=True,
                            capture_output=True)
+    if args.jobs:
+        for stage, sites in jobs_by_call_site(spark, days[-1]["day"]).items():
+            days[-1]["stages"][stage]["jobs_by_call_site"] = sites
     spark.stop()
     result = {"label": args.label, "written": dt.datetime.now().isoformat(timespec="seconds"),
               "command": "python bench/fixed_cost.py " + " ".join(argv or sys.argv[1:]),
@@ -174,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     saved = json.loads(store.read_text()) if store.exists() else []
     store.write_text(json.dumps([*saved, result], indent=2) + "\n")
     print(table(days))
+    if args.jobs:
+        for stage in STAGES:
+            sites = days[-1]["stages"][stage].get("jobs_by_call_site", {})
+            print(f"\n{stage} ({sum(sites.values())} jobs):")
+            for site, n in sorted(sites.items(), key=lambda kv: -kv[1]):
+                print(f"  {n:4d}  {site}")
     return 0
 
 

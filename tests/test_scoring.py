@@ -172,16 +172,22 @@ def test_recommendations_never_include_items_the_user_bought(scored_lake):
     assert not recs.duplicated(["user_id", "item_id"]).any()
 
 
-def test_als_blocks_follow_the_interactions_partitions_unless_fixed(spark, scored_lake):
+def test_als_blocks_follow_the_number_of_interactions_unless_fixed(spark, scored_lake):
     from demandlake.scoring import recommendations as rc
 
-    ten = spark.range(10)
-    assert rc.als_blocks(ten.repartition(3), "auto") == 3
-    assert rc.als_blocks(ten.coalesce(1), "auto") == 1
-    assert rc.als_blocks(ten.repartition(3), 5) == 5
+    ten = spark.range(10).repartition(3)
+    cores = spark.sparkContext.defaultParallelism  # 2 in the tests' session
+    assert rc.als_blocks(ten, "auto", 0, 100) == 1
+    assert rc.als_blocks(ten, "auto", 100, 100) == 1
+    assert rc.als_blocks(ten, "auto", 101, 100) == min(2, cores)
+    assert rc.als_blocks(ten, "auto", 10**9, 100) == cores
+    assert rc.als_blocks(ten, "auto", per_block=5) == min(2, cores)  # counts the 10 rows itself
+    assert rc.als_blocks(ten, 5) == 5
     with pytest.raises(ValueError, match="blocks"):
         rc.als_blocks(ten, 0)
-    # The scored lake runs with "auto" (2 blocks on the tests' 2 partitions): ALS served items.
+    with pytest.raises(ValueError, match="interactions_per_block"):
+        rc.als_blocks(ten, "auto", 10, 0)
+    # The scored lake runs with "auto" (1 block for its few interactions): ALS served items.
     assert (scored_lake.first["gold.recommendations"]["source"] == "als").any()
 
 

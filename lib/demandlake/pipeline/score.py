@@ -190,7 +190,7 @@ def _recommendations(spark: SparkSession, cfg: Config, run_date: dt.date, active
     als = None
     counts["als_interactions"] = keyed.count()
     if counts["als_interactions"] > 0:
-        model = rc.fit_als(keyed, rcfg.get("als") or {})
+        model = rc.fit_als(keyed, rcfg.get("als") or {}, counts["als_interactions"])
         als = rc.als_candidates(model, user_keys.join(users, on="user_id", how="left_semi"),
                                 item_keys, top_k + int(rcfg.get("exclude_buffer", 20)))
     else:

@@ -16,6 +16,7 @@ one scale, so ``rank`` orders sources before scores. Ties go to the smaller item
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Mapping
 
 from pyspark.sql import Column, DataFrame, Window
@@ -83,20 +84,20 @@ def popular_items(events: DataFrame, per_category: int) -> DataFrame:
             .where(F.col("_rn") <= per_category).select("category", "item_id", "share"))
 
 
-def fit_als(keyed_interactions: DataFrame, params: Mapping[str, float]):
+def fit_als(keyed_interactions: DataFrame, params: Mapping[str, float],
+            interactions: int | None = None):
     """Fit implicit-feedback ALS on ``_user``, ``_item``, ``confidence``.
 
     Args:
         keyed_interactions: interactions with int keys.
-        params: ``scoring.recommendations.als`` (rank, max_iter, reg_param, alpha, seed, blocks).
-            ``blocks: auto`` gives ALS as many user and item blocks as the interactions have
-            partitions (as the RDD-based ALS did with ``blocks=-1``); for the cached
-            interactions that is ``spark.sql.shuffle.partitions`` (adaptive execution does not
-            coalesce a cached plan's partitions).
+        params: ``scoring.recommendations.als`` (rank, max_iter, reg_param, alpha, seed, blocks,
+            interactions_per_block); ``blocks`` as :func:`als_blocks` reads it.
+        interactions: the number of rows of ``keyed_interactions`` when the caller knows it.
     """
     from pyspark.ml.recommendation import ALS
 
-    blocks = als_blocks(keyed_interactions, params.get("blocks", 10))
+    blocks = als_blocks(keyed_interactions, params.get("blocks", "auto"), interactions,
+                        int(params.get("interactions_per_block", 200_000)))
     als = ALS(userCol="_user", itemCol="_item", ratingCol="confidence", implicitPrefs=True,
               rank=int(params.get("rank", 16)), maxIter=int(params.get("max_iter", 8)),
               regParam=float(params.get("reg_param", 0.1)), alpha=float(params.get("alpha", 10.0)),
@@ -105,11 +106,24 @@ def fit_als(keyed_interactions: DataFrame, params: Mapping[str, float]):
     return als.fit(keyed_interactions)
 
 
-def als_blocks(keyed_interactions: DataFrame, blocks) -> int:
-    """ALS's user and item blocks: ``blocks``, or with ``"auto"`` the partitions of the
-    interactions (at least 1)."""
+def als_blocks(keyed_interactions: DataFrame, blocks, interactions: int | None = None,
+               per_block: int = 200_000) -> int:
+    """ALS's user and item blocks: ``blocks``, or with ``"auto"`` one block per ``per_block``
+    interactions, at least 1 and at most Spark's default parallelism.
+
+    Every ALS iteration runs a few shuffle stages with one task per block. On a day of the
+    200-user sample (6,695 interactions) Spark's default of 10 blocks made the recommendations
+    12.2 s of score's 30 s; 2 blocks 6.9 s, 1 block 6.7 s (docs/BENCHMARKS.md, "Fixed cost").
+    ALS seeds each block's starting factors by the block's id, so the items recommended depend
+    on the number of blocks: the same interactions and settings always give the same items.
+    """
     if str(blocks).strip().lower() == "auto":
-        return max(1, keyed_interactions.rdd.getNumPartitions())
+        if per_block < 1:
+            raise ValueError("scoring.recommendations.als.interactions_per_block must be >= 1, "
+                             f"got {per_block}")
+        n = keyed_interactions.count() if interactions is None else int(interactions)
+        cap = max(1, keyed_interactions.sparkSession.sparkContext.defaultParallelism)
+        return max(1, min(cap, math.ceil(n / per_block)))
     if int(blocks) < 1:
         raise ValueError(f"scoring.recommendations.als.blocks must be 'auto' or >= 1, got {blocks}")
     return int(blocks)
