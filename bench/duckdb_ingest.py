@@ -51,8 +51,7 @@ Validation (``validate.validate_events``): the first failing check, in this orde
   malformed_record       record could not be parsed
   bad_encoding           record is not valid UTF-8
   oversize_field         a field (after blank-to-null) over ``max_field_bytes`` UTF-8 bytes:
-                         "field <first such field> has <its bytes> bytes > <limit>"
-                         (the size is the biggest field's, even when another field is named); else
+                         "field <first such field> has <its bytes> bytes > <limit>"; else
                          an extras entry (max of key and value bytes): "extra field <key, 80
                          chars> has <n> bytes > <limit>"
   non_scalar_field       field <f> holds an object or an array, not a string or a number

@@ -531,13 +531,13 @@ def cmd_status(cfg, args) -> int:
     # status answers while a nightly holds the embedded Derby catalog, and boots no Derby.
     rcfg = sql_endpoint.reader_config(cfg)
     spark = _spark(rcfg)
-    if not lake.table_exists(spark, rcfg, "ops.runs"):
+    runs = lake.read_existing(spark, rcfg, "ops.runs")
+    if runs is None:
         print(f"no runs yet: {lake.spec('ops.runs').location(rcfg)} holds no run log")
         return 0
-    runs = (spark.read.format("delta").load(lake.spec("ops.runs").location(rcfg))
-            .orderBy(F.col("started_at").desc()))
-    runs.select("started_at", "stage", "run_date", "status", "duration_s", "metrics", "error") \
-        .show(args.limit, truncate=100)
+    (runs.orderBy(F.col("started_at").desc())
+     .select("started_at", "stage", "run_date", "status", "duration_s", "metrics", "error")
+     .show(args.limit, truncate=100))
     return 0
 
 

@@ -100,9 +100,9 @@ def snapshot(spark, cfg) -> dict[str, list[str]]:
 
     out = {}
     for name in sorted(lake.TABLES):
-        if name.startswith("ops.") or not lake.table_exists(spark, cfg, name):
+        df = None if name.startswith("ops.") else lake.read_existing(spark, cfg, name)
+        if df is None:
             continue
-        df = spark.read.format("delta").load(lake.spec(name).location(cfg))
         cols = []
         for f in df.schema.fields:
             if f.name in VOLATILE:

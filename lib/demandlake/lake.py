@@ -378,6 +378,13 @@ def table_exists(spark: SparkSession, cfg: Config, name: str) -> bool:
     return is_delta_table(spark, spec(name).location(cfg))
 
 
+def read_existing(spark: SparkSession, cfg: Config, name: str) -> DataFrame | None:
+    """The table by its location, or None when there is none: nothing is created and no catalog
+    is asked, so a reader of any catalog (or of several lakes) can use it."""
+    location = spec(name).location(cfg)
+    return spark.read.format("delta").load(location) if is_delta_table(spark, location) else None
+
+
 # ---- silver / gold tables of sessions.py and features/ (built in pipeline/transform.py) ---------
 register(TableSpec(
     "silver.sessions", schemas.SILVER_SESSIONS, ("session_date",),

@@ -188,9 +188,10 @@ def _tables_with_rows(spark: SparkSession, cfg: Config, source: DataFrame,
     """The existing tables that hold any row of the users in ``source`` (one Spark job)."""
     probes = []
     for name, (users, raws) in tables.items():
-        if not lake.table_exists(spark, cfg, name):
+        target = lake.read_existing(spark, cfg, name)
+        if target is None:
             continue
-        target = spark.read.format("delta").load(lake.spec(name).location(cfg)).alias("t")
+        target = target.alias("t")
         # A join with the source, not a filter with literals: no plan or log shows the ids.
         probes.append(target.join(source.alias("s"), _condition(users, raws), how="left_semi")
                       .limit(1).select(F.lit(name).alias("table_name")))
