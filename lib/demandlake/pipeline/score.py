@@ -133,13 +133,29 @@ def model_vocabulary(spark: SparkSession, cfg: Config, model: serving.ServingMod
     return vocab
 
 
+def python_tasks(cfg: Config, rows: int) -> int:
+    """How many tasks a scoring UDF's input is coalesced to at most: one per
+    ``scoring.rows_per_python_task`` rows, at least 1.
+
+    Each Python worker that scores imports TensorFlow and loads the model once (about 6 CPU-s
+    on the 2-core machine), more than scoring thousands of rows costs; on the tests' 2 shuffle
+    partitions every small score paid it twice. ``DataFrame.coalesce`` never raises the count,
+    so a large input keeps its partitions.
+    """
+    per_task = int(cfg.get("scoring.rows_per_python_task", 50000))
+    if per_task < 1:
+        raise ValueError(f"scoring.rows_per_python_task must be >= 1, got {per_task}")
+    return max(1, -(-int(rows) // per_task))
+
+
 def score_sequences(spark: SparkSession, cfg: Config, run_date: dt.date, users: DataFrame,
-                    model: serving.ServingModel) -> DataFrame:
-    """Model scores of ``users`` (user_id, purchase_probability, top_categories as tokens).
+                    model: serving.ServingModel, n_users: int) -> DataFrame:
+    """Model scores of ``users`` (``n_users`` rows: user_id, purchase_probability,
+    top_categories as tokens).
 
     The sequences come from ``pipeline.transform.build_scoring_sequences``; the Arrow
     iterator-of-batches UDF (``mapInArrow``) loads the model once per Python worker
-    (:mod:`demandlake.scoring.udfs`).
+    (:mod:`demandlake.scoring.udfs`), in at most :func:`python_tasks` tasks.
     """
     from demandlake.pipeline.transform import build_scoring_sequences
 
@@ -151,6 +167,7 @@ def score_sequences(spark: SparkSession, cfg: Config, run_date: dt.date, users: 
                                         int(cfg.get("scoring.batch_size", 2048)), top_n,
                                         bool(cfg.get("scoring.skip_padding", True)))
     raw = (sequences.select("user_id", *udfs.SEQUENCE_INPUTS)
+           .coalesce(python_tasks(cfg, n_users))
            .mapInArrow(scorer, udfs.SEQUENCE_SCORES))
     head = model.param("sequence_model.category_head") or cfg.get("sequence_model.category_head",
                                                                   "softmax")
@@ -244,7 +261,8 @@ def run_score(spark: SparkSession, cfg: Config, run_date: dt.date,
             if seq is None:
                 log.warning("no sequence model: every forecast is a fallback (%s)", why)
                 run.add(sequence_model="none", sequence_model_reason=why)
-            scores = score_sequences(spark, cfg, run_date, active, seq) if seq else None
+            scores = (score_sequences(spark, cfg, run_date, active, seq, n_users) if seq
+                      else None)
             users = active.join(segments.select("user_id", "segment_id"), on="user_id", how="inner")
             forecasts = fc.demand_forecasts(
                 users, scores, fc.popular_categories(active, top_n), windows,
@@ -337,7 +355,9 @@ def run_review_sentiment(spark: SparkSession, cfg: Config, run_date: dt.date,
             log.warning("review sentiment skipped: %s", why)
             run.add(skipped=1, reason=why)
             return {"skipped": 1, "scored": 0}
-        reviews = lake.read(spark, cfg, "bronze.reviews").where(
+        bronze_reviews = lake.read(spark, cfg, "bronze.reviews")
+        reviews_total = bronze_reviews.count()
+        reviews = bronze_reviews.where(
             F.col("review_date").isNull() | (F.col("review_date") <= F.lit(run_date)))
         corpus = (reviews.transform(review_corpus(cfg.get("reviews.split") or
                                                   {"train": 0.8, "validation": 0.1, "test": 0.1}))
@@ -350,7 +370,11 @@ def run_review_sentiment(spark: SparkSession, cfg: Config, run_date: dt.date,
         persisted: list[DataFrame] = []
         try:
             with _arrow_batch(spark, int(scfg.get("batch_size", 512))):
-                scores = todo.select("review_id", "text").mapInPandas(scorer, udfs.SENTIMENT_SCORES)
+                # At most every review of bronze.reviews is to score: Delta counts a whole
+                # table from its log, without a scan.
+                tasks = python_tasks(cfg, reviews_total)
+                scores = (todo.select("review_id", "text").coalesce(tasks)
+                          .mapInPandas(scorer, udfs.SENTIMENT_SCORES))
                 rows = st.review_sentiment_rows(
                     todo, scores, {"negative_below": scfg.get("negative_below", 0.4),
                                    "positive_from": scfg.get("positive_from", 0.6)},

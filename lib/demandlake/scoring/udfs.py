@@ -3,8 +3,8 @@
 Each builder returns a function for ``DataFrame.mapInPandas`` (an iterator of pandas batches in,
 an iterator of pandas batches out) or, for sequence scoring in the nightly job,
 ``DataFrame.mapInArrow`` (the same with Arrow record batches: no pandas objects per list cell).
-The function loads the model before its loop over batches, through a per-process cache keyed by
-the model URI, so a Python worker that runs many tasks (``spark.python.worker.reuse``, Spark's
+The function loads the model when its first batch arrives (a task with no rows never imports
+TensorFlow), through a per-process cache keyed by the model URI, so a Python worker that runs many tasks (``spark.python.worker.reuse``, Spark's
 default) loads it once; the model is never called per row and no rows ever reach the driver.
 Inside a batch the model is called on ``batch_size`` rows at a time (``scoring.batch_size``).
 
@@ -300,8 +300,10 @@ def sequence_scorer(model_uri: str, tracking_uri: str | None, batch_size: int, t
         raise ValueError(f"batch_size and top_n must be >= 1, got {batch_size}, {top_n}")
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        scorer = load_sequence_scorer(model_uri, tracking_uri, top_n, skip_padding)
+        scorer = None
         for batch in batches:
+            if scorer is None and len(batch):  # a task without rows never imports TensorFlow
+                scorer = load_sequence_scorer(model_uri, tracking_uri, top_n, skip_padding)
             for part in _chunks(batch, batch_size):
                 out = scorer.predict(part)
                 yield pd.DataFrame({
@@ -328,8 +330,10 @@ def sequence_scorer_arrow(model_uri: str, tracking_uri: str | None, batch_size: 
         raise ValueError(f"batch_size and top_n must be >= 1, got {batch_size}, {top_n}")
 
     def score(batches: Iterator) -> Iterator:
-        scorer = load_sequence_scorer(model_uri, tracking_uri, top_n, skip_padding)
+        scorer = None
         for batch in batches:
+            if scorer is None and batch.num_rows:  # a task without rows never imports TF
+                scorer = load_sequence_scorer(model_uri, tracking_uri, top_n, skip_padding)
             for start in range(0, batch.num_rows, batch_size):
                 part = batch.slice(start, batch_size)
                 if part.num_rows:
@@ -354,9 +358,11 @@ def sentiment_scorer(model_uri: str, tracking_uri: str | None,
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        predictor = load_predictor(model_uri, tracking_uri)
-        predictor.meta.update(batch_size=batch_size)
+        predictor = None
         for batch in batches:
+            if predictor is None and len(batch):  # a task without rows never imports TF
+                predictor = load_predictor(model_uri, tracking_uri)
+                predictor.meta.update(batch_size=batch_size)
             for part in _chunks(batch, batch_size):
                 out = predictor.predict(part[["text"]])
                 yield pd.DataFrame({"review_id": part["review_id"].to_numpy(),
