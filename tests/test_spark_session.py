@@ -138,3 +138,17 @@ def test_a_stages_input_is_bronze_and_for_ingest_also_its_raw_files(spark, cfg, 
     assert stored > 0
     assert stage_input_bytes(spark, c, "features", day2, {}) == stored
     assert stage_input_bytes(spark, c, "ingest", day2, {}) == stored + 700
+
+
+def test_a_users_jvm_options_are_added_to_the_embedded_catalogs_not_put_in_their_place(tmp_path):
+    from demandlake.config import load_config
+    from demandlake.spark import session_conf
+
+    cfg = load_config(overrides=[f"lake.uri={tmp_path / 'lake'}", "lake.catalog=hive",
+                                 "spark.conf.spark.driver.extraJavaOptions=-XX:+UseSerialGC"])
+    options = session_conf(cfg)["spark.driver.extraJavaOptions"].split()
+    assert options == [f"-Dderby.system.home={tmp_path / 'lake' / '_catalog'}",
+                       "-Dderby.stream.error.file=/dev/null", "-XX:+UseSerialGC"]
+    # Without the embedded catalog, the user's options are all there is.
+    memory = cfg.with_overrides({"lake.catalog": "in-memory"})
+    assert session_conf(memory)["spark.driver.extraJavaOptions"] == "-XX:+UseSerialGC"

@@ -140,7 +140,11 @@ def session_conf(cfg: Config) -> dict[str, str]:
     else:
         conf["spark.sql.catalogImplementation"] = "in-memory"
     for key, value in (cfg.get("spark.conf") or {}).items():
-        conf[str(key)] = str(value)
+        if str(key) in JAVA_OPTION_KEYS and conf.get(str(key)):
+            # The user's JVM options go after the catalog's, not instead of them.
+            conf[str(key)] = f"{conf[str(key)]} {value}"
+        else:
+            conf[str(key)] = str(value)
     jars = cached_delta_jars()
     if jars:
         conf["spark.jars"] = ",".join(jars)
@@ -208,6 +212,10 @@ def temporary_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator
                 spark.conf.unset(k)
             else:
                 spark.conf.set(k, v)
+
+
+# JVM option lists that several settings add to.
+JAVA_OPTION_KEYS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
 
 
 # Spark's code generation: whole-stage Java per plan, compiled by janino, and generated

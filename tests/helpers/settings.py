@@ -7,7 +7,10 @@ from __future__ import annotations
 # a day of the sample, profiled with JFR) costs more than interpreting it. Measured with
 # bench/fixed_cost.py, one JVM each, these settings vs. the same with code generation: 117.5 vs
 # 153.7 CPU-s for a day's five stages in a new JVM, 65.5 / 49.9 vs 90.8 / 95.7 warm
-# (docs/BENCHMARKS.md, "Fixed cost of a day").
+# (docs/BENCHMARKS.md, "Fixed cost of a day"). The serial garbage collector: the scored lake's
+# build (tests/helpers/scored_lake.py) in a new session of these settings, A B A B on the 2-core
+# machine, 2026-12-07: 225 / 212 process-tree CPU-s with G1 (JVM 172 / 168) against 192 / 196
+# with it (JVM 147 / 151); G1's concurrent threads cost more than they save on a 2 GB heap.
 SMALL_SPARK = (
     "spark.master=local[2]",
     "spark.conf.spark.sql.shuffle.partitions=2",
@@ -17,6 +20,7 @@ SMALL_SPARK = (
     "spark.conf.spark.databricks.delta.snapshotPartitions=1",
     "spark.conf.spark.sql.codegen.wholeStage=false",
     "spark.conf.spark.sql.codegen.factoryMode=NO_CODEGEN",
+    "spark.conf.spark.driver.extraJavaOptions=-XX:+UseSerialGC",
 )
 
 # JVM options for the tests' SHORT-LIVED JVMs, given as SPARK_SUBMIT_OPTS (the JVM's options
