@@ -110,6 +110,21 @@ def jobs_by_call_site(spark, day: str) -> dict[str, dict[str, int]]:
     return out
 
 
+WRITTEN = ("bronze.events", "silver.sessions", "gold.review_sentiment", "gold.user_features",
+           "gold.demand_forecasts", "gold.user_profiles", "gold.recommendations")
+
+
+def data_files(spark, cfg) -> dict[str, int]:
+    """Data files in the current version of each table the stages write (small inputs written
+    from many shuffle partitions make many small files, which every later read opens)."""
+    from delta.tables import DeltaTable
+
+    from demandlake import lake
+
+    return {name: int(DeltaTable.forPath(spark, lake.spec(name).location(cfg)).detail()
+                      .first()["numFiles"]) for name in WRITTEN}
+
+
 def table(days: list[dict]) -> str:
     head = "| stage | " + " | ".join(
         f"{d['day']} {'(first in JVM)' if i == 0 else '(warm)'} s / JVM CPU-s / jobs"
@@ -184,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         if last and args.jfr:
             subprocess.run(["jcmd", str(jvm), "JFR.stop", "name=fixed-cost"], check=True,
                            capture_output=True)
+    files = data_files(spark, cfg)
     if args.jobs:
         for stage, sites in jobs_by_call_site(spark, days[-1]["day"]).items():
             days[-1]["stages"][stage]["jobs_by_call_site"] = sites
@@ -191,12 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     result = {"label": args.label, "written": dt.datetime.now().isoformat(timespec="seconds"),
               "command": "python bench/fixed_cost.py " + " ".join(argv or sys.argv[1:]),
               "machine": machine_facts(), "load": os.getloadavg(),
-              "spark_start_s": start_s, "days": days,
+              "spark_start_s": start_s, "days": days, "data_files": files,
               "python_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
     store = cache / "fixed_cost.json"
     saved = json.loads(store.read_text()) if store.exists() else []
     store.write_text(json.dumps([*saved, result], indent=2) + "\n")
     print(table(days))
+    print("data files after the last day: "
+          + ", ".join(f"{name} {n}" for name, n in files.items()))
     if args.jobs:
         for stage in STAGES:
             sites = days[-1]["stages"][stage].get("jobs_by_call_site", {})

@@ -75,44 +75,54 @@ def test_no_class_archive_is_made_while_sparks_conf_directory_holds_files(monkey
     assert sp.class_archive_options() == ""  # and the JVMs are given none
 
 
-def test_small_stages_run_without_code_generation_and_big_ones_with_it(spark, cfg, tmp_path,
-                                                                       monkeypatch):
-    """``spark.codegen: auto`` (the default) turns code generation off for a stage whose input
-    is under ``spark.codegen_min_bytes`` and leaves Spark's default above it; the settings
-    hold while the stage runs and are gone after it; settings the session already has win."""
+def test_small_stages_run_without_code_generation_and_adaptive_execution_big_ones_with_them(
+        spark, cfg, monkeypatch):
+    """``spark.codegen`` and ``spark.adaptive: auto`` (the defaults) turn code generation and
+    adaptive execution off for a stage whose input is under ``spark.<switch>_min_bytes`` and
+    leave Spark's defaults above it, each switch on its own; the settings hold while the stage
+    runs and are gone after it; settings the session already has win, switch by switch."""
     from demandlake.pipeline import stages
-    from demandlake.spark import CODEGEN_KEYS, CODEGEN_OFF, codegen_settings
+    from demandlake.spark import SMALL_INPUT_OFF, stage_settings
 
+    codegen_off, adaptive_off = SMALL_INPUT_OFF["codegen"], SMALL_INPUT_OFF["adaptive"]
+    keys = [*codegen_off, *adaptive_off]
+    both_off, unset = {**codegen_off, **adaptive_off}, {k: None for k in keys}
     seen: list[dict] = []
 
     def stage(spark_, cfg_, run_date, dry_run=False):
-        seen.append({k: spark_.conf.get(k, None) for k in CODEGEN_KEYS})
+        seen.append({k: spark_.conf.get(k, None) for k in keys})
         return {}
 
     monkeypatch.setitem(stages.FUNCTIONS, "maintain", stage)
     monkeypatch.setattr(stages, "stage_input_bytes", lambda *a: 5_000)
-    given = {k: spark.conf.get(k, None) for k in CODEGEN_KEYS}  # the tests' session sets them
-    for k in CODEGEN_KEYS:
+    given = {k: spark.conf.get(k, None) for k in keys}  # the tests' session sets them
+    for k in keys:
         spark.conf.unset(k)
     try:
-        with_limit = lambda n, mode="auto": cfg.with_overrides(  # noqa: E731
-            {"spark.codegen": mode, "spark.codegen_min_bytes": n})
-        stages.run_stage(spark, with_limit(10_000), "maintain", None)
-        stages.run_stage(spark, with_limit(4_000), "maintain", None)
-        stages.run_stage(spark, with_limit(4_000, "off"), "maintain", None)
-        stages.run_stage(spark, with_limit(10_000, "on"), "maintain", None)
-        assert seen == [CODEGEN_OFF, {k: None for k in CODEGEN_KEYS}, CODEGEN_OFF,
-                        {k: None for k in CODEGEN_KEYS}]
-        assert {k: spark.conf.get(k, None) for k in CODEGEN_KEYS} == {k: None for k in CODEGEN_KEYS}
-        spark.conf.set(CODEGEN_KEYS[0], "true")  # as a user's --conf would
-        assert codegen_settings(spark, with_limit(10_000), lambda: 5_000) == {}
-        spark.conf.unset(CODEGEN_KEYS[0])
+        def limits(codegen: int, adaptive: int, mode: object = "auto"):
+            return cfg.with_overrides({"spark.codegen": mode, "spark.codegen_min_bytes": codegen,
+                                       "spark.adaptive": mode, "spark.adaptive_min_bytes": adaptive})
+
+        for c in (limits(10_000, 10_000), limits(4_000, 4_000), limits(4_000, 4_000, "off"),
+                  limits(10_000, 10_000, "on"), limits(10_000, 4_000), limits(4_000, 10_000)):
+            stages.run_stage(spark, c, "maintain", None)
+        assert seen == [{**unset, **both_off}, unset, {**unset, **both_off}, unset,
+                        {**unset, **codegen_off}, {**unset, **adaptive_off}]
+        assert {k: spark.conf.get(k, None) for k in keys} == unset
+        # A user's --conf for one switch's key leaves that switch alone, not the other.
+        spark.conf.set("spark.sql.adaptive.enabled", "true")
+        assert stage_settings(spark, limits(10_000, 10_000), lambda: 5_000) == codegen_off
+        spark.conf.unset("spark.sql.adaptive.enabled")
+        spark.conf.set("spark.sql.codegen.wholeStage", "true")
+        assert stage_settings(spark, limits(10_000, 10_000), lambda: 5_000) == adaptive_off
+        spark.conf.unset("spark.sql.codegen.wholeStage")
         # A bare on/off in YAML arrives as a boolean.
-        as_bool = lambda b: cfg.with_overrides({"spark.codegen": b})  # noqa: E731
-        assert codegen_settings(spark, as_bool(False), lambda: 10**12) == CODEGEN_OFF
-        assert codegen_settings(spark, as_bool(True), lambda: 0) == {}
-        with pytest.raises(ValueError, match="spark.codegen must be"):
-            codegen_settings(spark, with_limit(1, "sometimes"), lambda: 0)
+        assert stage_settings(spark, limits(1, 1, False), lambda: 10**12) == both_off
+        assert stage_settings(spark, limits(1, 1, True), lambda: 0) == {}
+        for switch in ("codegen", "adaptive"):
+            with pytest.raises(ValueError, match=f"spark.{switch} must be"):
+                stage_settings(spark, cfg.with_overrides({f"spark.{switch}": "sometimes"}),
+                               lambda: 0)
     finally:
         for k, v in given.items():
             if v is not None:

@@ -218,44 +218,66 @@ def temporary_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator
 JAVA_OPTION_KEYS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
 
 
-# Spark's code generation: whole-stage Java per plan, compiled by janino, and generated
-# expression classes. Both are runtime SQL settings.
-CODEGEN_KEYS = ("spark.sql.codegen.wholeStage", "spark.sql.codegen.factoryMode")
-CODEGEN_OFF = {"spark.sql.codegen.wholeStage": "false",
-               "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
+# Runtime SQL settings chosen per stage by the size of its input (``spark.<switch>: auto``):
+# what each switch sets while a stage's input is small. Both cost more than they save on a few
+# megabytes: code generation compiles each plan's Java with janino; adaptive execution re-plans
+# after every shuffle and runs each query stage as a Spark job of its own.
+SMALL_INPUT_OFF = {
+    "codegen": {"spark.sql.codegen.wholeStage": "false",
+                "spark.sql.codegen.factoryMode": "NO_CODEGEN"},
+    "adaptive": {"spark.sql.adaptive.enabled": "false"},
+}
+CODEGEN_KEYS = tuple(SMALL_INPUT_OFF["codegen"])
+CODEGEN_OFF = dict(SMALL_INPUT_OFF["codegen"])
+ADAPTIVE_KEYS = tuple(SMALL_INPUT_OFF["adaptive"])
 
 
-def codegen_settings(spark: SparkSession, cfg: Config, input_bytes: Callable[[], int]) -> dict:
-    """The runtime settings a stage runs with, by ``spark.codegen``: ``on`` (Spark's own way),
-    ``off``, or ``auto``: off when ``input_bytes()`` (what the stage reads) is under
-    ``spark.codegen_min_bytes``.
+def _switch_mode(cfg: Config, switch: str) -> str:
+    mode = cfg.get(f"spark.{switch}", "auto")
+    # YAML reads a bare on/off as true/false.
+    if isinstance(mode, bool):
+        mode = "on" if mode else "off"
+    mode = str(mode).lower()
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"spark.{switch} must be auto, on or off, got {mode!r}")
+    return mode
+
+
+def stage_settings(spark: SparkSession, cfg: Config, input_bytes: Callable[[], int]) -> dict:
+    """The runtime settings a stage runs with, by ``spark.codegen`` and ``spark.adaptive``:
+    each ``on`` (Spark's own way), ``off``, or ``auto``: off when ``input_bytes()`` (what the
+    stage reads) is under ``spark.<switch>_min_bytes``.
 
     On a small input, compiling each plan's generated Java costs more than running it: a day
     of the 200-user sample spent a quarter of its JVM CPU in janino, and ran in 0.5-0.7x the
     CPU without code generation; at 1M events (86 MB of bronze) the same stages took 1.86x the
-    CPU without it (docs/BENCHMARKS.md, "Fixed cost of a day"). Settings the user gave
-    (``spark.conf``, ``--conf``) win: ``auto`` leaves a session that sets either key alone.
+    CPU without it. Adaptive execution splits every query of a small day into more Spark jobs
+    (docs/BENCHMARKS.md, "Fixed cost of a day"). Settings the user gave (``spark.conf``,
+    ``--conf``) win: ``auto`` leaves a switch alone when the session sets any of its keys.
 
     Returns:
         Settings for ``temporary_conf`` (empty: Spark's defaults).
     """
-    mode = cfg.get("spark.codegen", "auto")
-    # YAML reads a bare on/off as true/false.
-    mode = {True: "on", False: "off"}.get(mode, mode) if isinstance(mode, bool) else str(mode).lower()
-    if mode not in ("auto", "on", "off"):
-        raise ValueError(f"spark.codegen must be auto, on or off, got {mode!r}")
-    if mode == "on":
-        return {}
-    if mode == "off":
-        return dict(CODEGEN_OFF)
-    if any(spark.conf.get(key, None) is not None for key in CODEGEN_KEYS):
-        return {}
-    limit = int(cfg.get("spark.codegen_min_bytes", 8 * 1024 * 1024))
-    size = int(input_bytes())
-    small = size < limit
-    log.info("input %d bytes %s spark.codegen_min_bytes %d: code generation %s", size,
-             "<" if small else ">=", limit, "off" if small else "on")
-    return dict(CODEGEN_OFF) if small else {}
+    settings: dict[str, str] = {}
+    size: int | None = None
+    chosen = []
+    for switch, off in SMALL_INPUT_OFF.items():
+        mode = _switch_mode(cfg, switch)
+        if mode == "off":
+            settings.update(off)
+        if mode != "auto" or any(spark.conf.get(key, None) is not None for key in off):
+            continue
+        if size is None:
+            size = int(input_bytes())
+        limit = int(cfg.get(f"spark.{switch}_min_bytes", 8 * 1024 * 1024))
+        small = size < limit
+        chosen.append(f"{switch} {'off' if small else 'on'} ({'<' if small else '>='} "
+                      f"{limit})")
+        if small:
+            settings.update(off)
+    if chosen:
+        log.info("input %d bytes: %s", size, ", ".join(chosen))
+    return settings
 
 
 def choose_python(submitted: Mapping[str, str], conf: Mapping[str, str]) -> str:

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from demandlake import lake
 from demandlake.config import Config
 from demandlake.pipeline import graph
-from demandlake.spark import codegen_settings, temporary_conf
+from demandlake.spark import stage_settings, temporary_conf
 
 log = logging.getLogger(__name__)
 
@@ -115,17 +115,17 @@ def run_stage(spark: SparkSession, cfg: Config, name: str, run_date: dt.date | N
     """
     if name not in FUNCTIONS:
         raise KeyError(f"no stage {name!r}; stages: {', '.join(FUNCTIONS)}")
-    settings = codegen_settings(spark, cfg,
-                                lambda: stage_input_bytes(spark, cfg, name, run_date, options))
+    settings = stage_settings(spark, cfg,
+                              lambda: stage_input_bytes(spark, cfg, name, run_date, options))
     with temporary_conf(spark, settings):
         return FUNCTIONS[name](spark, cfg, run_date, dry_run=dry_run, **options)
 
 
 def stage_input_bytes(spark: SparkSession, cfg: Config, name: str, run_date: dt.date | None,
                       options: dict) -> int:
-    """What a stage reads, roughly, for ``spark.codegen: auto``: bronze.events (every later
-    stage reads it or what was built from it), plus for ingest the raw files it will read (a
-    first load into an empty lake is as big as its raw input)."""
+    """What a stage reads, roughly, for ``spark.codegen`` and ``spark.adaptive: auto``:
+    bronze.events (every later stage reads it or what was built from it), plus for ingest the
+    raw files it will read (a first load into an empty lake is as big as its raw input)."""
     size = lake.table_bytes(spark, cfg, "bronze.events")
     if name == "ingest" and run_date is not None:
         from demandlake.pipeline.ingest import raw_input_bytes
