@@ -178,7 +178,7 @@ def training_example_settings(cfg: Config) -> dict:
     """``build_examples``' settings for labelled training examples, from the config: the one
     place they are read (the training examples here, and the champion's validation rows that
     ``training.runner`` rebuilds with the champion's vocabulary must differ only in their ids)."""
-    return {"max_length": int(cfg.get("sequences.max_length", 50)),
+    return {"max_length": int(cfg["sequences.max_length"]),
             "horizon_days": int(cfg.get("sequences.horizon_days", 7)),
             "price_buckets": cfg.get("sequences.price_buckets",
                                      [0, 10, 20, 50, 100, 200, 500, 1000]),
@@ -253,7 +253,7 @@ def build_scoring_sequences(spark: SparkSession, cfg: Config, run_date: dt.date,
         run.add(cutoff_date=cutoff, vocab_built_through=built_through)
         return build_examples(
             events, vocab, [(cutoff, SCORE_SPLIT)],
-            max_length=int(cfg.get("sequences.max_length", 50)),
+            max_length=int(cfg["sequences.max_length"]),
             horizon_days=int(cfg.get("sequences.horizon_days", 7)),
             price_buckets=cfg.get("sequences.price_buckets", [0, 10, 20, 50, 100, 200, 500, 1000]),
             with_labels=False, min_events=1,

@@ -143,7 +143,7 @@ def train_model(spark, cfg: Config, task: str) -> TrainingResult:
                    **{f"data.files.{s}": str(len(v["files"])) for s, v in snap["splits"].items()}}
     if task == "sequence":
         sizes, vocab_version = vocab_sizes(spark, cfg)
-        facts = {"vocab_sizes": sizes, "max_length": int(cfg.get("sequences.max_length", 50)),
+        facts = {"vocab_sizes": sizes, "max_length": int(cfg["sequences.max_length"]),
                  "n_static": int(cfg.get("sequence_model.n_static", 5))}
         data_params.update({"data.vocabularies_version": str(vocab_version),
                             "data.vocabularies_table_id": lake.table_id(spark, cfg,
