@@ -37,14 +37,18 @@ export OMP_NUM_THREADS=2
 #      tests wait on processes too, but they serve the shared scored lake, which the project
 #      suite builds anyway: in this part they cost a second build of it, about 3 CPU-minutes.)
 #      This part has a Spark session of its own (test_reliability's in-process chains), so it
-#      also takes a share of the Spark tests that need neither the scored lake nor TensorFlow
-#      (SPARK_SHARE): measured alone with bench/suite_cpu.py, this part burned 1,056 CPU-s and
-#      the suite 1,542, and the suite, at about one core, ended 6 minutes after it.
+#      also takes a share of the Spark tests that do not need the scored lake (SPARK_SHARE),
+#      chosen so that both parts end together: the suite keeps fewer cores busy for its CPU
+#      (many small Spark jobs, one after another). With bench/suite_cpu.py on 2026-12-07 the
+#      suite burned 996 CPU-s in 1,418 s and this part 1,040 in 1,253 (test_privacy here,
+#      test_training there), so the suite ran alone for its last 165 s: test_training (173
+#      CPU-s, its horovodrun launches wait on ranks of their own) came here, test_privacy (102)
+#      went there.
 #   3. the Airflow DAG tests (tests/airflow) with the pytest of Airflow's OWN venv, which call
 #      the project venv's spark-submit; the project's pytest never collects that folder.
 # Parts 2 and 3 write to files printed after part 1's output; any part failing fails the run.
 PROCESS_TESTS=(tests/test_fresh_machine.py tests/test_reliability.py tests/test_spark_submit.py)
-SPARK_SHARE=(tests/test_privacy.py tests/test_maintenance.py tests/test_pipeline_chain.py)
+SPARK_SHARE=(tests/test_training.py tests/test_maintenance.py tests/test_pipeline_chain.py)
 PYTEST=(-q -p no:cacheprovider --durations=15 --durations-min=1)
 user_args=$#
 names=()
