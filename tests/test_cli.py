@@ -108,7 +108,7 @@ def test_status_reads_the_run_log_by_location_without_the_embedded_catalog(
     in-memory catalog, as the SQL readers do, so it answers while a nightly holds Derby; on a lake
     without a run log it says so and creates nothing."""
     sessions = []
-    monkeypatch.setattr(cli, "_spark", lambda c: sessions.append(c) or spark)
+    monkeypatch.setattr(cli, "_spark", lambda c, short_lived=False: sessions.append(c) or spark)
     embedded = scored_lake.cfg.with_overrides({"lake.catalog": "hive"}, source="test")
 
     assert cli.cmd_status(embedded, argparse.Namespace(limit=100)) == 0

@@ -162,3 +162,32 @@ def test_a_users_jvm_options_are_added_to_the_embedded_catalogs_not_put_in_their
     # Without the embedded catalog, the user's options are all there is.
     memory = cfg.with_overrides({"lake.catalog": "in-memory"})
     assert session_conf(memory)["spark.driver.extraJavaOptions"] == "-XX:+UseSerialGC"
+
+
+def test_one_query_commands_start_their_jvm_with_the_short_lived_options_before_the_users():
+    from demandlake.config import load_config
+    from demandlake.spark import driver_java_options
+
+    cfg = load_config()
+    short = cfg["spark.short_lived_jvm_options"]
+    assert "-XX:TieredStopAtLevel=1" in short.split()
+    assert driver_java_options(cfg, "-XX:+UseG1GC", short_lived=True) == f"{short} -XX:+UseG1GC"
+    assert driver_java_options(cfg, "-XX:+UseG1GC", short_lived=False) == "-XX:+UseG1GC"
+    none = cfg.with_overrides({"spark.short_lived_jvm_options": ""})
+    assert driver_java_options(none, "", short_lived=True) == ""
+
+
+def test_status_and_sql_ask_for_a_short_lived_session(monkeypatch, tmp_path):
+    from demandlake import cli
+
+    asked = []
+
+    def fake_spark(cfg, short_lived=False):
+        asked.append(short_lived)
+        raise SystemExit(0)  # the session is all this test looks at
+
+    monkeypatch.setattr(cli, "_spark", fake_spark)
+    for command in (["status"], ["sql", "SELECT 1"]):
+        with pytest.raises(SystemExit):
+            cli.main(["--lake", str(tmp_path / "lake"), *command])
+    assert asked == [True, True]

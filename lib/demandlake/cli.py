@@ -361,10 +361,10 @@ def main(argv: list[str] | None = None) -> int:
 _LOGS = None
 
 
-def _spark(cfg):
+def _spark(cfg, short_lived: bool = False):
     from demandlake.spark import get_spark
 
-    return get_spark(cfg, java_log=_LOGS.spark if _LOGS else None)
+    return get_spark(cfg, java_log=_LOGS.spark if _LOGS else None, short_lived=short_lived)
 
 
 def _print_logs() -> None:
@@ -479,7 +479,7 @@ def cmd_sql(cfg, args) -> int:
     # in-memory catalog (sql_endpoint.reader_config): no embedded Derby metastore, so it runs
     # beside a writer that holds it.
     rcfg = sql_endpoint.reader_config(cfg)
-    spark = _spark(rcfg)
+    spark = _spark(rcfg, short_lived=True)
     sql_endpoint.register_tables(spark, rcfg, sql_endpoint.referenced_tables(args.query))
     spark.sql(args.query).show(args.limit, truncate=False)
     return 0
@@ -530,7 +530,7 @@ def cmd_status(cfg, args) -> int:
     # A reader: ops.runs by location in an in-memory catalog (sql_endpoint.reader_config), so
     # status answers while a nightly holds the embedded Derby catalog, and boots no Derby.
     rcfg = sql_endpoint.reader_config(cfg)
-    spark = _spark(rcfg)
+    spark = _spark(rcfg, short_lived=True)
     runs = lake.read_existing(spark, rcfg, "ops.runs")
     if runs is None:
         print(f"no runs yet: {lake.spec('ops.runs').location(rcfg)} holds no run log")

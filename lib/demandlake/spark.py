@@ -342,8 +342,17 @@ def _jvm_output_to(path: Path | None) -> Iterator[None]:
         os.close(saved[1])
 
 
+def driver_java_options(cfg: Config, configured: str, short_lived: bool) -> str:
+    """The driver JVM's options: ``configured`` (the catalog's and the user's
+    ``spark.driver.extraJavaOptions``), after ``spark.short_lived_jvm_options`` for a
+    ``short_lived`` session, so that the user's, coming later, win."""
+    short = str(cfg.get("spark.short_lived_jvm_options") or "") if short_lived else ""
+    return " ".join(filter(None, [short, configured]))
+
+
 def get_spark(cfg: Config, app_name: str | None = None,
-              java_log: Path | None = None, extra_jars: Iterable[str] = ()) -> SparkSession:
+              java_log: Path | None = None, extra_jars: Iterable[str] = (),
+              short_lived: bool = False) -> SparkSession:
     """Build (or return the running) SparkSession for ``cfg``.
 
     Args:
@@ -352,6 +361,9 @@ def get_spark(cfg: Config, app_name: str | None = None,
         java_log: send the JVM's log to this file (the CLI's runs; ignored under spark-submit,
             whose JVM is already running).
         extra_jars: more jars for the driver and executors (added to ``spark.jars``).
+        short_lived: the session answers one query or so and ends (``demandlake sql``,
+            ``status``): its driver JVM starts with ``spark.short_lived_jvm_options`` first, so
+            that a user's own ``spark.driver.extraJavaOptions`` come after them and win.
 
     Returns:
         A session with Delta, the catalog and the project's schemas (bronze, silver, gold, ops).
@@ -367,9 +379,12 @@ def get_spark(cfg: Config, app_name: str | None = None,
         wanted["spark.jars"] = ",".join(filter(None, [wanted.get("spark.jars"), *extra_jars]))
     if "PYSPARK_GATEWAY_PORT" in os.environ:
         java_log = None  # spark-submit started the JVM with its own log settings
+    key = "spark.driver.extraJavaOptions"
+    options = driver_java_options(cfg, wanted.get(key, ""), short_lived)
     if java_log is not None:
-        key = "spark.driver.extraJavaOptions"
-        wanted[key] = " ".join(filter(None, [wanted.get(key), java_log_options(java_log)]))
+        options = " ".join(filter(None, [options, java_log_options(java_log)]))
+    if options:
+        wanted[key] = options
     builder = SparkSession.builder.appName(app_name or cfg.get("spark.app_name", "demandlake"))
     if "spark.master" not in submitted:
         builder = builder.master(cfg.get("spark.master", "local[*]"))
