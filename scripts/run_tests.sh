@@ -33,7 +33,7 @@ export OMP_NUM_THREADS=2
 # processes waited on), and alone each leaves a core idle much of the time.
 #   1. the project suite in one pytest process (its shared Spark session), in the foreground;
 #   2. the tests that mostly wait on processes of their own (a fresh clone's `make nightly`, the
-#      kill-and-rerun harness, spark-submit), in a second pytest process. (The SQL endpoint's
+#      kill-and-rerun harness), in a second pytest process. (The SQL endpoint's
 #      tests wait on processes too, but they serve the shared scored lake, which the project
 #      suite builds anyway: in this part they cost a second build of it, about 3 CPU-minutes.)
 #      This part has a Spark session of its own (test_reliability's in-process chains), so it
@@ -43,12 +43,13 @@ export OMP_NUM_THREADS=2
 #      suite burned 996 CPU-s in 1,418 s and this part 1,040 in 1,253 (test_privacy here,
 #      test_training there), so the suite ran alone for its last 165 s: test_training (173
 #      CPU-s, its horovodrun launches wait on ranks of their own) came here, test_privacy (102)
-#      went there.
+#      went there. Then this part ended 72 s after the suite (1,130 CPU-s against 888), so
+#      test_maintenance and test_spark_submit (28 CPU-s together) went back to the suite.
 #   3. the Airflow DAG tests (tests/airflow) with the pytest of Airflow's OWN venv, which call
 #      the project venv's spark-submit; the project's pytest never collects that folder.
 # Parts 2 and 3 write to files printed after part 1's output; any part failing fails the run.
-PROCESS_TESTS=(tests/test_fresh_machine.py tests/test_reliability.py tests/test_spark_submit.py)
-SPARK_SHARE=(tests/test_training.py tests/test_maintenance.py tests/test_pipeline_chain.py)
+PROCESS_TESTS=(tests/test_fresh_machine.py tests/test_reliability.py)
+SPARK_SHARE=(tests/test_training.py tests/test_pipeline_chain.py)
 PYTEST=(-q -p no:cacheprovider --durations=15 --durations-min=1)
 user_args=$#
 names=()
