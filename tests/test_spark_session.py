@@ -101,7 +101,8 @@ def test_small_stages_run_without_code_generation_and_adaptive_execution_big_one
     try:
         def limits(codegen: int, adaptive: int, mode: object = "auto"):
             return cfg.with_overrides({"spark.codegen": mode, "spark.codegen_min_bytes": codegen,
-                                       "spark.adaptive": mode, "spark.adaptive_min_bytes": adaptive})
+                                       "spark.adaptive": mode,
+                                       "spark.adaptive_min_bytes": adaptive})
 
         for c in (limits(10_000, 10_000), limits(4_000, 4_000), limits(4_000, 4_000, "off"),
                   limits(10_000, 10_000, "on"), limits(10_000, 4_000), limits(4_000, 10_000)):

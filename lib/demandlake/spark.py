@@ -227,9 +227,6 @@ SMALL_INPUT_OFF = {
                 "spark.sql.codegen.factoryMode": "NO_CODEGEN"},
     "adaptive": {"spark.sql.adaptive.enabled": "false"},
 }
-CODEGEN_KEYS = tuple(SMALL_INPUT_OFF["codegen"])
-CODEGEN_OFF = dict(SMALL_INPUT_OFF["codegen"])
-ADAPTIVE_KEYS = tuple(SMALL_INPUT_OFF["adaptive"])
 
 
 def _switch_mode(cfg: Config, switch: str) -> str:

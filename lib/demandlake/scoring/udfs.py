@@ -4,8 +4,8 @@ Each builder returns a function for ``DataFrame.mapInPandas`` (an iterator of pa
 an iterator of pandas batches out) or, for sequence scoring in the nightly job,
 ``DataFrame.mapInArrow`` (the same with Arrow record batches: no pandas objects per list cell).
 The function loads the model when its first batch arrives (a task with no rows never imports
-TensorFlow), through a per-process cache keyed by the model URI, so a Python worker that runs many tasks (``spark.python.worker.reuse``, Spark's
-default) loads it once; the model is never called per row and no rows ever reach the driver.
+TensorFlow), through a per-process cache keyed by the model URI, so a Python worker that runs
+many tasks (``spark.python.worker.reuse``, Spark's default) loads it once; the model is never called per row and no rows ever reach the driver.
 Inside a batch the model is called on ``batch_size`` rows at a time (``scoring.batch_size``).
 
 The sequence UDF computes exactly what ``SequencePredictor.predict`` computes
