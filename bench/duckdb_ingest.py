@@ -55,7 +55,8 @@ Validation (``validate.validate_events``): the first failing check, in this orde
                          an extras entry (max of key and value bytes): "extra field <key, 80
                          chars> has <n> bytes > <limit>"
   non_scalar_field       field <f> holds an object or an array, not a string or a number
-  missing_user_id        null, or lower(trim) one of null none nan undefined nil \\n n/a:
+  missing_user_id        null, whitespace alone (space, tab, CR, LF, FF, VT), or lower(trim)
+                         one of null none nan undefined nil \\n n/a:
                          "no user id" [+ " (placeholder <first 20 chars>)"]
   missing_event_type     no event type
   unknown_event_type     lower(trim(event_type)) not one of view cart remove_from_cart purchase
@@ -157,6 +158,7 @@ FIELDS = ["event_id", "user_id", "session_id", "event_type", "item_id", "categor
 ID_FIELDS = [f for f in FIELDS if f.endswith("_id")]
 EVENT_TYPES = ("view", "cart", "remove_from_cart", "purchase", "search", "fav")
 ID_PLACEHOLDERS = ("null", "none", "nan", "undefined", "nil", "\\n", "n/a")
+ID_WHITESPACE = " \t\n\r\f\v"  # an id of these alone is missing
 KIND = "events"
 SOURCE = "canonical_events"
 MAX_RAW_CHARS = 65_536
@@ -404,7 +406,8 @@ def _validated_sql(limits: Limits) -> str:
     types = "(" + ", ".join(_q(t) for t in EVENT_TYPES) + ")"
 
     def missing(c: str) -> str:
-        return f"({c} IS NULL OR lower(trim({c}, ' ')) IN {placeholders})"
+        return (f"({c} IS NULL OR lower(trim({c}, ' ')) IN {placeholders}"
+                f" OR trim({c}, {_q(ID_WHITESPACE)}) = '')")
 
     # Each field's text: numbers (whose JSON text starts so) spelt as Spark does, the rest as
     # json_extract_string gives them.

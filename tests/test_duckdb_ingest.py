@@ -79,6 +79,11 @@ def hostile_text_lines(generated: str) -> list[str]:
         ev(event_id="m7") + ev(event_id="m8"),  # two objects on one line
         ev(event_id="m9") + " and more",        # text after the object
         ev(event_id="m10") + "," + ev(event_id="m11"),  # two objects, a comma between
+        ev(event_id="m12") + "],[" + ev(event_id="m13"),  # brackets closed by the line
+        ev(event_id="m14") + "]",                # a bracket after the object
+        # missing_user_id / missing_item_id: an id of whitespace alone (not only spaces)
+        ev(event_id="w1", user_id="\t"), ev(event_id="w2", user_id=" \t\r "),
+        ev(event_id="w3", item_id="\n"),
         "{}",                                    # parses: no user id
         # bad_encoding: a literal replacement character
         ev(event_id="enc1", brand="caf\ufffd"),

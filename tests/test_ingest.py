@@ -81,6 +81,10 @@ BAD_CASES = [
     ("malformed_record", _ev(event_id="x20") + _ev(event_id="x21")),     # two objects, one line
     ("malformed_record", _ev(event_id="x22") + " and more"),              # text after the object
     ("malformed_record", _ev(event_id="x25") + "," + _ev(event_id="x26")),  # two, a comma between
+    ("malformed_record", _ev(event_id="x27") + "],[" + _ev(event_id="x28")),  # brackets closed
+    ("malformed_record", _ev(event_id="x29") + "]"),                         # a bracket after it
+    ("missing_user_id", _ev(event_id="x30", user_id="\t")),        # whitespace alone is no id
+    ("missing_item_id", _ev(event_id="x31", item_id=" \t ")),
     ("malformed_record", _ev(event_id="x23")[:-1] + ', "user_id": "u2"}'),  # a field twice
     ("malformed_record", _ev(event_id="x24")[:-1] + ', "tag": 1, "tag": 2}'),  # an extra twice
 ]

@@ -77,6 +77,11 @@ def _non_scalar(line: Column, m: Column, fields: list[str]) -> Column:
     return F.when(any_nested, first)
 
 
+# The object after each JSON line inside the brackets (see _read_jsonl): a key no record uses.
+_END_KEY = "\u0001end"
+_END_MARKER = ',{"\\u0001end":""}'
+
+
 def _read_jsonl(spark: SparkSession, path: str, fields: list[str]) -> DataFrame:
     lines = spark.read.text(path).select("value", "_metadata")
     # Blank lines carry no record (counted separately by the caller through the same filter).
@@ -84,11 +89,15 @@ def _read_jsonl(spark: SparkSession, path: str, fields: list[str]) -> DataFrame:
     # Parse each object as map<string,string>: any scalar becomes its text, nested values their JSON,
     # so a wrong type is caught by validation; a non-object or broken line parses to null.
     # from_json reads a text's FIRST value and ignores what follows it, so a line is parsed inside
-    # brackets, as an array that must hold exactly one object: `{..}{..}` (no comma) does not
-    # parse, `{..},{..}` gives two; either was one record with the rest dropped in silence.
-    objects = F.from_json(F.concat(F.lit("["), F.col("value"), F.lit("]")),
+    # brackets, as an array that must hold exactly the line's object and then an end marker:
+    # `{..}{..}` (no comma) does not parse, `{..},{..}` gives three elements, and a line that
+    # closes the brackets itself (`{..}],[{..}`, `{..}]`) leaves the marker out; each was one
+    # record with the rest dropped in silence. (Only a line that spells the marker object itself
+    # can still hide text after it.)
+    objects = F.from_json(F.concat(F.lit("["), F.col("value"), F.lit(_END_MARKER + "]")),
                           T.ArrayType(_STR_MAP), {"mode": "PERMISSIVE"})
-    parsed = lines.withColumn("_m", F.when(F.size(objects) == 1, objects.getItem(0)))
+    ends = (F.size(objects) == 2) & objects.getItem(1).getItem(_END_KEY).isNotNull()
+    parsed = lines.withColumn("_m", F.when(ends, objects.getItem(0)))
     m = F.col("_m")
     known = F.array(*[F.lit(f) for f in fields])
     extras = F.map_filter(m, lambda k, v: ~F.array_contains(known, k))

@@ -142,8 +142,14 @@ def _oversize(fields: list[str], limit: int) -> tuple[Column, Column]:
 ID_PLACEHOLDERS = ("null", "none", "nan", "undefined", "nil", "\\n", "n/a")
 
 
+# An id of whitespace alone is no id either. (Spark's ``trim`` removes spaces only, so a user id
+# of a tab was stored as a user.)
+ID_WHITESPACE = " \t\n\r\f\v"
+
+
 def missing_id(c: Column) -> Column:
-    return c.isNull() | F.lower(F.trim(c)).isin(*ID_PLACEHOLDERS)
+    return (c.isNull() | F.lower(F.trim(c)).isin(*ID_PLACEHOLDERS)
+            | (F.btrim(c, F.lit(ID_WHITESPACE)) == F.lit("")))
 
 
 def _common_checks(df_fields: list[str], limits: Limits) -> list[tuple[str, Column, Column]]:
