@@ -28,28 +28,31 @@ fi
 # Keep TF/BLAS from oversubscribing the 2 cores CI has.
 export OMP_NUM_THREADS=2
 
-# Four parts run at once, so that the two cores are busy until the end: most of the time of
+# Three parts run at once, so that the two cores are busy until the end: most of the time of
 # each is per-process latency (JVM and TensorFlow starts, py4j round trips, Delta commits, child
 # processes waited on), and alone each leaves a core idle much of the time.
 #   1. the project suite in one pytest process (its shared Spark session), in the foreground;
-#   2. the kill-and-rerun harness and the backfill beside the SQL endpoint (PROCESS_TESTS), which
-#      mostly wait on processes of their own, in a second pytest process. (The SQL endpoint's
-#      own tests wait on processes too, but they serve the shared scored lake, which the suite
-#      builds anyway: here they would cost a second build of it, about 3 CPU-minutes.) This
-#      part has a Spark session of its own (test_reliability's in-process chains), so it also
-#      takes a share of the Spark tests that do not need the scored lake (SPARK_SHARE);
+#   2. the kill-and-rerun harness and the other tests that mostly wait on processes of their own
+#      (PROCESS_TESTS), in a second pytest process. (The SQL endpoint's tests wait on processes
+#      too, but they serve the shared scored lake, which the project suite builds anyway: in this
+#      part they cost a second build of it, about 3 CPU-minutes.) This part has a Spark session
+#      of its own (test_reliability's in-process chains), so it also takes a share of the Spark
+#      tests that do not need the scored lake (SPARK_SHARE), chosen so that the parts end
+#      together: the suite keeps fewer cores busy for its CPU (many small Spark jobs, one after
+#      another).
 #   3. the Airflow DAG tests (tests/airflow) with the pytest of Airflow's OWN venv, which call
-#      the project venv's spark-submit; the project's pytest never collects that folder;
-#   4. a fresh clone's `make nightly` (no Spark session in the pytest process), then the
-#      Horovod launches of test_training, which wait on ranks of their own (OWN_SESSION).
-# Measured with bench/suite_cpu.py (2026-12-07, fifth session): with three parts (this fourth
-# one in the second) the parts ended at 1,211, 1,333 and 1,037 s with 1.78 cores busy on average:
-# the parts wait more than they compute, so a fourth one fills the idle core time.
-# Parts 2-4 write to files printed after part 1's output; any part failing fails the run.
+#      the project venv's spark-submit (the project's pytest never collects that folder); then,
+#      in the project venv's pytest, AFTER_AIRFLOW: a fresh clone's `make nightly` (no Spark
+#      session in the pytest process) and test_privacy (one for it).
+# Measured with bench/suite_cpu.py, fresh clones, CI=true (2026-12-07, fifth session): with the
+# fresh clone's `make nightly` in part 2, the Airflow part ended at 735 s of 1,379; moved to
+# part 3 (test_privacy, test_user_features, test_quality in part 2) the parts ended at 1,211,
+# 1,333 and 1,037 s. A fourth part (the fresh clone and test_training on their own) made it
+# worse, 1,716 s: five JVMs at once on two cores cost 27% more CPU (39.5 -> 50.1 CPU-minutes).
+# Parts 2 and 3 write to files printed after part 1's output; any part failing fails the run.
 PROCESS_TESTS=(tests/test_reliability.py)
-SPARK_SHARE=(tests/test_pipeline_chain.py tests/test_privacy.py tests/test_user_features.py
-             tests/test_quality.py tests/test_ingest.py)
-OWN_SESSION=(tests/test_fresh_machine.py tests/test_training.py)
+SPARK_SHARE=(tests/test_training.py tests/test_pipeline_chain.py tests/test_user_features.py)
+AFTER_AIRFLOW=(tests/test_fresh_machine.py tests/test_privacy.py)
 PYTEST=(-q -p no:cacheprovider --durations=15 --durations-min=1)
 user_args=$#
 names=()
@@ -70,22 +73,32 @@ background() {  # NAME COMMAND...: run a part in the background, its output into
   ) >"$out" 2>&1 &
   names+=("$name"); pids+=($!); logs+=("$out")
 }
-airflow_part() {  # the Airflow tests
-  local af
+project_pytest() {  # ARGS...: the project venv's pytest; 5 (nothing collected) under a
+  # user's -k/-m that selects nothing from these files counts as passed
+  local rc=0
+  "$VENV/bin/python" -m pytest "$@" || rc=$?
+  if [ "$rc" = 5 ] && [ "$user_args" -gt 0 ]; then rc=0; fi
+  return $rc
+}
+airflow_part() {  # USER_ARGS...: the Airflow tests, then AFTER_AIRFLOW in the project's pytest
+  local af rc=0 started=$SECONDS
   af="$(scripts/airflow_env.sh | tail -n 1)"
   DEMANDLAKE_PROJECT_VENV="$VENV" "$af/bin/python" -m pytest tests/airflow "${PYTEST[@]}" \
-    --confcutdir=tests/airflow
+    --confcutdir=tests/airflow || rc=$?
+  echo "[run_tests] the Airflow tests took $((SECONDS - started)) s (exit $rc); then ${AFTER_AIRFLOW[*]}"
+  project_pytest "${AFTER_AIRFLOW[@]}" "${PYTEST[@]}" "$@" || rc=$?
+  return $rc
 }
 # Interrupted (Ctrl-C, CI timeout): stop the background parts too.
 trap 'for p in "${pids[@]}"; do pkill -TERM -P "$p" 2>/dev/null; kill "$p" 2>/dev/null; done; exit 130' INT TERM
 
-background "process-tests" "$VENV/bin/python" -m pytest "${PROCESS_TESTS[@]}" "${SPARK_SHARE[@]}" \
+background "process-tests" project_pytest "${PROCESS_TESTS[@]}" "${SPARK_SHARE[@]}" \
   "${PYTEST[@]}" "$@"
-background "own-session-tests" "$VENV/bin/python" -m pytest "${OWN_SESSION[@]}" "${PYTEST[@]}" "$@"
 if [ "${DEMANDLAKE_SKIP_AIRFLOW:-0}" = "1" ]; then
   echo "[run_tests] DEMANDLAKE_SKIP_AIRFLOW=1: Airflow DAG tests skipped" >&2
+  background "after-airflow-tests" project_pytest "${AFTER_AIRFLOW[@]}" "${PYTEST[@]}" "$@"
 else
-  background "airflow-tests" airflow_part
+  background "airflow-tests" airflow_part "$@"
 fi
 echo "[run_tests] beside the suite: ${names[*]} (their output follows the suite's)" >&2
 
@@ -93,7 +106,7 @@ echo "[run_tests] beside the suite: ${names[*]} (their output follows the suite'
 started=$SECONDS
 failed=()
 ignore=(--ignore=tests/airflow)
-for f in "${PROCESS_TESTS[@]}" "${SPARK_SHARE[@]}" "${OWN_SESSION[@]}"; do ignore+=("--ignore=$f"); done
+for f in "${PROCESS_TESTS[@]}" "${SPARK_SHARE[@]}" "${AFTER_AIRFLOW[@]}"; do ignore+=("--ignore=$f"); done
 rc=0
 "$VENV/bin/python" -m pytest tests "${ignore[@]}" "${PYTEST[@]}" "$@" || rc=$?
 if [ "$rc" != 0 ] && ! { [ "$rc" = 5 ] && [ "$user_args" -gt 0 ]; }; then failed+=("suite"); fi
