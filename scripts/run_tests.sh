@@ -42,17 +42,20 @@ export OMP_NUM_THREADS=2
 #      another).
 #   3. the Airflow DAG tests (tests/airflow) with the pytest of Airflow's OWN venv, which call
 #      the project venv's spark-submit (the project's pytest never collects that folder); then,
-#      in the project venv's pytest, AFTER_AIRFLOW: a fresh clone's `make nightly` (no Spark
-#      session in the pytest process) and test_privacy (one for it).
-# Measured with bench/suite_cpu.py, fresh clones, CI=true (2026-12-07, fifth session): with the
-# fresh clone's `make nightly` in part 2, the Airflow part ended at 735 s of 1,379; moved to
-# part 3 (test_privacy, test_user_features, test_quality in part 2) the parts ended at 1,211,
-# 1,333 and 1,037 s. A fourth part (the fresh clone and test_training on their own) made it
-# worse, 1,716 s: five JVMs at once on two cores cost 27% more CPU (39.5 -> 50.1 CPU-minutes).
+#      in the project venv's pytest, AFTER_AIRFLOW: a fresh clone's `make nightly`, which needs
+#      no Spark session of its own. It was in part 2 until 2026-12-07 (fifth session): there the
+#      Airflow part ended at 735 s of 1,379 and left two parts on two cores for the rest, at
+#      1.81 cores busy on average (bench/suite_cpu.py); so it runs after the Airflow tests, and
+#      part 2 took test_privacy, test_user_features and test_quality from the suite.
+#      Tried after it, and worse (bench/suite_cpu.py, fresh clones, one run each): four parts
+#      (the fresh clone and test_training on their own) 1,716 s against 1,333, five JVMs at once
+#      costing 27% more CPU; test_privacy after the fresh clone (a Spark session for it there)
+#      1,450 s.
 # Parts 2 and 3 write to files printed after part 1's output; any part failing fails the run.
 PROCESS_TESTS=(tests/test_reliability.py)
-SPARK_SHARE=(tests/test_training.py tests/test_pipeline_chain.py tests/test_user_features.py)
-AFTER_AIRFLOW=(tests/test_fresh_machine.py tests/test_privacy.py)
+SPARK_SHARE=(tests/test_training.py tests/test_pipeline_chain.py tests/test_privacy.py
+             tests/test_user_features.py tests/test_quality.py)
+AFTER_AIRFLOW=(tests/test_fresh_machine.py)
 PYTEST=(-q -p no:cacheprovider --durations=15 --durations-min=1)
 user_args=$#
 names=()
