@@ -79,7 +79,7 @@ def _non_scalar(line: Column, m: Column, fields: list[str]) -> Column:
 
 # The object after each JSON line inside the brackets (see _read_jsonl): a key no record uses.
 _END_KEY = "\u0001end"
-_END_MARKER = ',{"\\u0001end":""}'
+_END_MARKER = ",{" + json.dumps(_END_KEY) + ': ""}'
 
 
 def _read_jsonl(spark: SparkSession, path: str, fields: list[str]) -> DataFrame:
