@@ -113,6 +113,16 @@ if ! "$VENV/bin/python" -m demandlake.spark --fetch-jars >"$CACHE/jars/fetch.log
   exit 1
 fi
 
+# The embedded default's shared catalog (demandlake.metastore): Derby's network server and client
+# driver of pyspark's Derby version, fetched once from Maven Central into the cache; the client
+# goes into pyspark's jars (every Spark JVM of the venv loads it from there), before the class
+# archive below, which is made again whenever that folder changes.
+if ! "$VENV/bin/python" -m demandlake.metastore --install >"$CACHE/jars/metastore.log" 2>&1; then
+  cat "$CACHE/jars/metastore.log" >&2
+  log "fetching Derby's network server and client failed (log above, kept in $CACHE/jars/metastore.log)"
+  exit 1
+fi
+
 # The JVM class archive (python -m demandlake.spark --build-class-archive): made once per venv and
 # JDK, ~30-60 s; then every Spark JVM of this venv starts in about half the time.
 if "$VENV/bin/python" -m demandlake.spark --build-class-archive >"$CACHE/jars/class-archive.log" 2>&1; then

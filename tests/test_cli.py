@@ -20,6 +20,7 @@ COMMAND_FLAGS = {
     "backfill": {"--start-date", "--end-date", "--force"},
     "sql": {"--limit"},
     "serve-sql": {"--host", "--port"},
+    "metastore": set(),
     "status": {"--limit"},
     "report": {"--run-date", "--out"},
     "forget": {"--user-id", "--user-id-file", "--request-id", "--vacuum-hours"},
@@ -50,7 +51,7 @@ def test_there_is_one_command_per_stage_of_the_graph_and_each_hand_written_one()
 def test_every_commands_help_names_its_own_flags(command, capsys):
     out = _help(capsys, command)
     assert out.startswith(f"usage: demandlake {command} "), out[:200]
-    want = COMMAND_FLAGS.get(command) or _stage_flags(command)
+    want = COMMAND_FLAGS[command] if command in COMMAND_FLAGS else _stage_flags(command)
     shown = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", out))
     assert want <= shown, f"{command}: missing {sorted(want - shown)}"
 
@@ -102,18 +103,23 @@ def test_config_layers_and_overrides(tmp_path):
 
 
 # ---- status: a reader of the run log -------------------------------------------------------
-def test_status_reads_the_run_log_by_location_without_the_embedded_catalog(
+def test_status_reads_the_run_log_through_the_shared_catalog_or_in_memory_beside_embedded_derby(
         spark, scored_lake, monkeypatch, capsys, tmp_path):
-    """``demandlake status`` on the embedded default (the Hive catalog in Derby) opens an
-    in-memory catalog, as the SQL readers do, so it answers while a nightly holds Derby; on a lake
-    without a run log it says so and creates nothing."""
+    """``demandlake status`` on the embedded default uses the lake's shared catalog (the
+    metastore server), which a running nightly uses too; with embedded Derby (one process at a
+    time) it opens an in-memory catalog instead, as the SQL readers do. On a lake without a run
+    log it says so and creates nothing."""
     sessions = []
     monkeypatch.setattr(cli, "_spark", lambda c, short_lived=False: sessions.append(c) or spark)
-    embedded = scored_lake.cfg.with_overrides({"lake.catalog": "hive"}, source="test")
+    shared = scored_lake.cfg.with_overrides({"lake.catalog": "hive"}, source="test")
+    embedded = shared.with_overrides({"metastore.mode": "embedded"}, source="test")
 
     assert cli.cmd_status(embedded, argparse.Namespace(limit=100)) == 0
-    out = capsys.readouterr().out
     assert sessions[-1]["lake.catalog"] == "in-memory"
+    capsys.readouterr()
+    assert cli.cmd_status(shared, argparse.Namespace(limit=100)) == 0
+    assert sessions[-1]["lake.catalog"] == "hive"
+    out = capsys.readouterr().out
     assert re.search(r"\|\s*score\s*\|\s*2026-11-10\s*\|\s*succeeded\s*\|", out), out
 
     empty = embedded.with_overrides({"lake.uri": str(tmp_path / "empty")}, source="test")

@@ -156,6 +156,7 @@ def test_a_users_jvm_options_are_added_to_the_embedded_catalogs_not_put_in_their
     from demandlake.spark import session_conf
 
     cfg = load_config(overrides=[f"lake.uri={tmp_path / 'lake'}", "lake.catalog=hive",
+                                 "metastore.mode=embedded",
                                  "spark.conf.spark.driver.extraJavaOptions=-XX:+UseSerialGC"])
     options = session_conf(cfg)["spark.driver.extraJavaOptions"].split()
     assert options == [f"-Dderby.system.home={tmp_path / 'lake' / '_catalog'}",
@@ -163,6 +164,22 @@ def test_a_users_jvm_options_are_added_to_the_embedded_catalogs_not_put_in_their
     # Without the embedded catalog, the user's options are all there is.
     memory = cfg.with_overrides({"lake.catalog": "in-memory"})
     assert session_conf(memory)["spark.driver.extraJavaOptions"] == "-XX:+UseSerialGC"
+
+
+def test_the_embedded_default_names_its_lakes_database_on_the_metastore_server(tmp_path):
+    from demandlake.config import load_config
+    from demandlake.spark import session_conf
+
+    cfg = load_config(overrides=[f"lake.uri={tmp_path / 'lake'}", "metastore.port=1600"])
+    conf = session_conf(cfg)
+    assert conf["spark.hadoop.javax.jdo.option.ConnectionURL"] == (
+        f"jdbc:derby://127.0.0.1:1600/{tmp_path / 'lake' / '_catalog' / 'metastore_db'}"
+        ";create=true")
+    assert conf["spark.hadoop.javax.jdo.option.ConnectionDriverName"] == (
+        "org.apache.derby.jdbc.ClientDriver")
+    assert "spark.driver.extraJavaOptions" not in conf  # no Derby engine in this process
+    service = cfg.with_overrides({"spark.conf": {"spark.hadoop.hive.metastore.uris": "thrift://m:9083"}})
+    assert "spark.hadoop.javax.jdo.option.ConnectionURL" not in session_conf(service)
 
 
 def test_one_query_commands_start_their_jvm_with_the_short_lived_options_before_the_users():

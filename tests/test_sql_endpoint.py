@@ -1,11 +1,12 @@
 """The SQL endpoint (``demandlake serve-sql``): analysts' queries over JDBC/ODBC, read-only, and
-readers that run beside a process holding the lake's embedded Derby catalog.
+readers that share the lake's catalog with another process that holds it open.
 
 One endpoint for the module, started as the CLI starts it (a separate process) over the shared
-scored lake (tests/helpers/scored_lake.py), while a real Derby (``ij``, another JVM) holds the
-embedded metastore under ``<lake>/_catalog``: the state in which a second Spark process used to
-fail with XSDB6. A local ``demandlake sql`` (no endpoint) starts at the same time, so the two
-JVMs start together instead of one after the other.
+scored lake (tests/helpers/scored_lake.py), while another JVM (Derby's ``ij``) holds a connection
+to the lake's catalog database on the metastore server (``demandlake.metastore``), as a running
+nightly does: with the embedded Derby of before, a second process failed with XSDB6. A local
+``demandlake sql`` (no endpoint) starts at the same time, so the two JVMs start together instead
+of one after the other.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from demandlake.config import load_config
 from demandlake.queries import bind, parse_queries
 from helpers import scored_lake as tl
 from helpers.endpoint import Endpoint, cli as _cli, env as _env
@@ -38,27 +40,33 @@ def _pyspark_home() -> Path:
 
 @pytest.fixture(scope="module")
 def derby_held(scored_lake):
-    """A real embedded Derby booted on the lake's metastore folder by another JVM (``ij``)."""
-    lake_dir = Path(scored_lake.cfg.lake_uri)
-    catalog = lake_dir / "_catalog"
-    catalog.mkdir(exist_ok=True)
+    """Another JVM (``ij``) connected to the lake's catalog database through the metastore
+    server, its connection open while the readers start, as a nightly's is."""
+    from demandlake import metastore
+
+    cfg = scored_lake.cfg.with_overrides({"lake.catalog": "hive"}, source="test")
+    metastore.ensure_server(cfg)
+    url = metastore.jdbc_url(cfg)
+    catalog = metastore.metastore_dir(cfg).parent
     jars = _pyspark_home() / "jars"
     cp = os.pathsep.join(str(j) for j in sorted(jars.glob("derby*.jar")))
-    ij = subprocess.Popen(
-        ["java", f"-Dderby.system.home={catalog}", "-cp", cp, "org.apache.derby.tools.ij"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    ij.stdin.write(f"connect 'jdbc:derby:{catalog / 'metastore_db'};create=true';\n")
+    ij = subprocess.Popen(["java", "-cp", cp, "org.apache.derby.tools.ij"], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ij.stdin.write(f"connect '{url}';\n")
     ij.stdin.flush()
-    lock = catalog / "metastore_db" / "dbex.lck"
+    created = catalog / "metastore_db" / "service.properties"  # the server booted it for ij
     deadline = time.monotonic() + 60
-    while not lock.exists() and time.monotonic() < deadline and ij.poll() is None:
+    while not created.exists() and time.monotonic() < deadline and ij.poll() is None:
         time.sleep(0.2)
-    assert lock.exists(), "ij did not boot the Derby database"
+    host, port = metastore.address(cfg)
+    assert metastore.established_connections(port) >= 1
+    assert (catalog / "metastore_db" / "service.properties").exists(), "ij did not connect"
     yield catalog
+    # The lake as it was: the server closes the database before its folder goes.
+    ij.stdin.write(f"disconnect; connect '{url.replace(';create=true', ';shutdown=true')}';\n")
     ij.stdin.close()
-    ij.terminate()
-    ij.wait(30)
-    shutil.rmtree(catalog, ignore_errors=True)  # the shared lake as it was
+    ij.wait(60)
+    shutil.rmtree(catalog, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +189,8 @@ def test_a_beeline_client_connects_over_jdbc(endpoint):
 
 
 def test_readers_run_beside_a_process_holding_the_derby_catalog(endpoint, derby_held):
-    """Both readers started while ij held <lake>/_catalog/metastore_db: neither touched it."""
+    """Both readers started while ij held a connection to the lake's catalog: they shared it
+    (named tables in it) without a Derby error."""
     assert "read-only" in endpoint["ready"]
     out, err = endpoint["local"].communicate(timeout=600)
     assert endpoint["local"].returncode == 0, err[-3000:]
@@ -191,6 +200,17 @@ def test_readers_run_beside_a_process_holding_the_derby_catalog(endpoint, derby_
     logs = sorted(Path(endpoint["lake_uri"], "_logs").glob("*.spark.log"))
     for log_file in [p for p in logs if "-sql" in p.name or "serve-sql" in p.name]:
         assert "XSDB6" not in log_file.read_text(errors="replace"), log_file
+    # The endpoint named the lake's tables in the shared catalog: a third process sees them.
+    from demandlake import metastore
+
+    cfg = load_config(overrides=[f"lake.uri={endpoint['lake_uri']}"])
+    cp = os.pathsep.join(str(j) for j in sorted((_pyspark_home() / "jars").glob("derby*.jar")))
+    listed = subprocess.run(
+        ["java", "-cp", cp, "org.apache.derby.tools.ij"], capture_output=True, text=True,
+        timeout=120, input=f"connect '{metastore.jdbc_url(cfg)}';\n"
+        "SELECT d.NAME || '.' || t.TBL_NAME FROM APP.TBLS t JOIN APP.DBS d "
+        "ON t.DB_ID = d.DB_ID;\n")
+    assert "gold.user_profiles" in listed.stdout and "bronze.events" in listed.stdout, listed.stdout
     print(f"serve-sql ready after {endpoint['started_s']:.0f}s (with a local sql starting beside it)")
 
 
@@ -206,14 +226,18 @@ def test_a_local_query_registers_only_the_tables_it_names():
     assert referenced_tables("SHOW TABLES") == list(lake.TABLES)
 
 
-def test_readers_leave_the_embedded_derby_catalog_but_keep_a_metastore_service():
+def test_readers_use_a_shared_catalog_and_leave_embedded_derby_alone():
     from demandlake.config import load_config
     from demandlake.sql_endpoint import reader_config
 
-    assert reader_config(load_config())["lake.catalog"] == "in-memory"
-    shared = load_config(overrides=[
-        "spark.conf.spark.hadoop.hive.metastore.uris=thrift://metastore:9083"])
-    assert reader_config(shared)["lake.catalog"] == "hive"
+    assert reader_config(load_config())["lake.catalog"] == "hive"  # the metastore server
+    embedded = load_config(overrides=["metastore.mode=embedded"])
+    assert reader_config(embedded)["lake.catalog"] == "in-memory"
+    service = load_config(overrides=[
+        "metastore.mode=embedded", "spark.conf.spark.hadoop.hive.metastore.uris=thrift://m:9083"])
+    assert reader_config(service)["lake.catalog"] == "hive"
+    remote = load_config(overrides=["lake.uri=s3a://bucket/lake"])
+    assert reader_config(remote)["lake.catalog"] == "in-memory"  # no metastore to share
 
 
 def test_only_delta_jars_spark_lacks_go_on_the_driver_class_path():

@@ -268,6 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--host", help="address to listen on (default: sql_endpoint.host, 127.0.0.1)")
     e.add_argument("--port", type=positive_int, help="port (default: sql_endpoint.port, 10000)")
 
+    c = sub.add_parser("metastore", help="the embedded default's shared catalog: the Derby "
+                                         "network server every process of the lake uses",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    c.add_argument("action", choices=["start", "stop", "status"],
+                   help="start it (it stops after metastore.idle_s unused), stop it now, or "
+                        "show whether it runs")
+
     s = sub.add_parser("status", help="what ran, when, counts and model versions",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     s.add_argument("--limit", type=positive_int, default=20, help="runs to show")
@@ -475,9 +482,9 @@ def cmd_sql(cfg, args) -> int:
         finally:
             conn.close()
         return 0
-    # Else a local session. It registers only the tables the query names, by location, in an
-    # in-memory catalog (sql_endpoint.reader_config): no embedded Derby metastore, so it runs
-    # beside a writer that holds it.
+    # Else a local session on the lake's shared catalog (with metastore.mode: embedded, an
+    # in-memory catalog with the tables the query names, by location: sql_endpoint.reader_config),
+    # so it runs beside a nightly.
     rcfg = sql_endpoint.reader_config(cfg)
     spark = _spark(rcfg, short_lived=True)
     sql_endpoint.register_tables(spark, rcfg, sql_endpoint.referenced_tables(args.query))
@@ -492,6 +499,39 @@ def cmd_serve_sql(cfg, args) -> int:
     cfg = cfg.with_overrides({k: v for k, v in overrides.items() if v is not None}, source="flags")
     return sql_endpoint.serve(cfg, java_log=_LOGS.spark if _LOGS else None,
                               ready=lambda text: print(text, flush=True))
+
+
+def cmd_metastore(cfg, args) -> int:
+    from demandlake import metastore
+
+    host, port = metastore.address(cfg)
+    if metastore.metastore_dir(cfg) is None or metastore.mode(cfg) != "server":
+        print(f"demandlake metastore: {cfg.lake_uri} has no metastore server to manage (it needs "
+              "lake.catalog: hive, a local lake, metastore.mode: server and no "
+              "hive.metastore.uris)", file=sys.stderr)
+        return 2
+    if args.action == "stop":
+        print(f"metastore server on {host}:{port}: "
+              + ("stopped" if metastore.stop_server(cfg) else "was not running"))
+        return 0
+    if args.action == "status":
+        info = metastore.server_info(port)
+        if info is None:
+            print(f"metastore server on {host}:{port}: not running (the next process of the lake "
+                  "starts it)")
+            return 3
+        print(f"metastore server on {host}:{port}: running, pid {info['pid']}, "
+              f"{metastore.established_connections(port)} connection(s)")
+        return 0
+    info = metastore.ensure_server(cfg)
+    from demandlake.spark import session_conf
+
+    conf = metastore.write_spark_sql_conf(cfg, session_conf(cfg))
+    print(f"metastore server on {host}:{port}: running, pid {info['pid']} (stops after "
+          f"{int(cfg.get('metastore.idle_s', 900))} s without a connection)\n"
+          f"this lake's catalog: {metastore.jdbc_url(cfg)}\n"
+          f"spark-sql --properties-file {conf} -e 'SHOW TABLES IN gold'")
+    return 0
 
 
 def _read_user_ids(path: str) -> list[str]:
@@ -566,7 +606,7 @@ COMMANDS: dict[str, Callable] = {
     "generate": cmd_generate,
     **{stage: _stage_command(stage) for stage in graph.stage_names() if stage != "maintain"},
     "train": cmd_train, "nightly": cmd_nightly, "backfill": cmd_backfill, "sql": cmd_sql,
-    "serve-sql": cmd_serve_sql,
+    "serve-sql": cmd_serve_sql, "metastore": cmd_metastore,
     "status": cmd_status, "report": cmd_report, "forget": cmd_forget, "maintain": cmd_maintain,
 }
 

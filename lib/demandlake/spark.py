@@ -33,6 +33,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
+from demandlake import metastore
 from demandlake.config import Config, load_config, local_path
 
 log = logging.getLogger(__name__)
@@ -128,14 +129,18 @@ def session_conf(cfg: Config) -> dict[str, str]:
         conf["spark.sql.warehouse.dir"] = str(lake_local / "_warehouse")
     if catalog == "hive":
         conf["spark.sql.catalogImplementation"] = "hive"
-        metastore = metastore_dir(cfg)
-        if metastore is not None:
-            # Embedded Derby metastore beside the lake: table names persist across sessions.
+        metastore_db = metastore.metastore_dir(cfg)
+        if metastore_db is not None and metastore.uses_server(cfg):
+            # The embedded default: the lake's Derby database behind the network server, which
+            # every process of the lake opens at once (demandlake.metastore).
+            conf.update(metastore.spark_settings(cfg))
+        elif metastore_db is not None:
+            # metastore.mode: embedded: Derby inside this process, one process at a time.
             conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = (
-                f"jdbc:derby:;databaseName={metastore};create=true"
+                f"jdbc:derby:;databaseName={metastore_db};create=true"
             )
             conf["spark.driver.extraJavaOptions"] = (
-                f"-Dderby.system.home={lake_local / '_catalog'} -Dderby.stream.error.file=/dev/null"
+                f"-Dderby.system.home={metastore_db.parent} -Dderby.stream.error.file=/dev/null"
             )
     else:
         conf["spark.sql.catalogImplementation"] = "in-memory"
@@ -152,14 +157,6 @@ def session_conf(cfg: Config) -> dict[str, str]:
         conf["spark.jars.packages"] = ",".join(delta_packages())
         conf["spark.jars.ivy"] = str(cache_dir() / "ivy")
     return conf
-
-
-def metastore_dir(cfg: Config) -> Path | None:
-    """The embedded Derby metastore of a local lake with the Hive catalog (else None)."""
-    lake_local = local_path(cfg.lake_uri)
-    if lake_local is None or cfg.get("lake.catalog", "hive") != "hive":
-        return None
-    return lake_local / "_catalog" / "metastore_db"
 
 
 def clear_interrupted_metastore(path: Path | None, min_age_s: float = 2.0) -> bool:
@@ -369,7 +366,11 @@ def get_spark(cfg: Config, app_name: str | None = None,
     if active is not None:
         return active
     submitted = _submitted_conf()
-    clear_interrupted_metastore(metastore_dir(cfg))
+    embedded_db = metastore.metastore_dir(cfg)
+    if embedded_db is not None and metastore.uses_server(cfg):
+        metastore.ensure_server(cfg)
+    elif embedded_db is not None:
+        clear_interrupted_metastore(embedded_db)
     wanted = session_conf(cfg)
     choose_python(submitted, wanted)
     if extra_jars:
@@ -394,6 +395,9 @@ def get_spark(cfg: Config, app_name: str | None = None,
     with _jvm_output_to(java_log), _launch_env(class_archive_options()):
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("DEMANDLAKE_SPARK_LOG_LEVEL", "WARN"))
+    if embedded_db is not None and metastore.uses_server(cfg):
+        metastore.prepare(spark, cfg)
+        metastore.write_spark_sql_conf(cfg, wanted)
     return spark
 
 

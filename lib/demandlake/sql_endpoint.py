@@ -10,11 +10,11 @@ compiled once with ``javac`` into the cache beside the Delta jars. It refuses an
 than SHOW, DESCRIBE, EXPLAIN, SET, RESET and USE (INSERT, UPDATE, DELETE, MERGE, CREATE, DROP,
 ALTER, TRUNCATE, ...) and any reflect/java_method call, before anything runs.
 
-Catalog: the tables are Delta folders, so a catalog only maps names to locations. With the
-embedded default (``lake.catalog: hive`` and no ``hive.metastore.uris``) the readers
-(``serve-sql``, ``demandlake sql``) do not boot the lake's Derby metastore: they register the
-tables by location in their own in-memory catalog (:func:`reader_config`), so any number of
-them run beside a writer that holds Derby. With a real metastore configured they use it.
+Catalog: the tables are Delta folders, so a catalog only maps names to locations. On the
+embedded default the readers (``serve-sql``, ``demandlake sql``) use the lake's catalog on the
+metastore server that the writers use too (``demandlake.metastore``): any number of them run
+beside a nightly. With ``metastore.mode: embedded`` (one process at a time) they register the
+tables by location in their own in-memory catalog instead (:func:`reader_config`).
 """
 from __future__ import annotations
 
@@ -98,22 +98,19 @@ def build_read_only_jar() -> Path:
 
 
 # ---- catalog -----------------------------------------------------------------------------------
-def shared_metastore(cfg: Config) -> bool:
-    """Whether the config points Spark at a metastore service (a cluster's Hive metastore)."""
-    conf = cfg.get("spark.conf") or {}
-    return cfg.get("lake.catalog", "hive") == "hive" and bool(
-        conf.get("spark.hadoop.hive.metastore.uris") or conf.get("spark.sql.hive.metastore.uris"))
-
-
 def reader_config(cfg: Config) -> Config:
-    """The config for processes that only read: no embedded Derby metastore.
+    """The config for processes that only read (``serve-sql``, ``demandlake sql``, ``status``).
 
-    The embedded metastore can be open in one process at a time (Derby XSDB6 "Another instance
-    of Derby may have already booted the database"); a reader registers the tables it needs by
-    location in an in-memory catalog instead (they are Delta folders: the catalog holds no state
-    of its own). A configured metastore service is used as it is.
+    A catalog that several processes open at once (the embedded default's metastore server, a
+    cluster's metastore service) is used as it is. Embedded Derby (``metastore.mode:
+    embedded``) can be open in one process at a time (Derby XSDB6 "Another instance of Derby
+    may have already booted the database"): a reader then registers the tables it needs by
+    location in an in-memory catalog instead (they are Delta folders: the catalog holds no
+    state of its own).
     """
-    if cfg.get("lake.catalog", "hive") == "hive" and not shared_metastore(cfg):
+    from demandlake import metastore
+
+    if cfg.get("lake.catalog", "hive") == "hive" and not metastore.shared(cfg):
         return cfg.with_overrides({"lake.catalog": "in-memory"}, source="sql reader")
     return cfg
 
