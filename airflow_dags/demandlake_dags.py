@@ -24,8 +24,9 @@ so a task retried or cleared alone computes the same as in the chain.
 **Reruns and backfills.** Every job is keyed by its run date (never the wall clock) and writes
 idempotently (Delta MERGE / replaceWhere), so retries, clears and reruns are safe. The nightly
 DAG's `catchup=True` with `max_active_runs=1` and `depends_on_past=True` makes catchup an in-order
-backfill that stops at the first failed date. The stages run one after another: on the embedded
-default the metastore is an embedded Derby database that one Spark application opens at a time.
+backfill that stops at the first failed date. The stages run one after another, each reading what
+the one before wrote. (The embedded default's catalog is shared: analysts' `serve-sql`,
+`demandlake sql` and `spark-sql` query the lake while the DAG runs; see docs/OPERATIONS.md.)
 
 **Settings** (nothing is hard-coded; see docs/OPERATIONS.md):
 

@@ -125,6 +125,11 @@ for i in "${!pids[@]}"; do
   [ "$rc" = 0 ] || failed+=("${names[$i]}")
 done
 echo "[run_tests] all parts took $SECONDS s"
+# The catalog's metastore server (demandlake.metastore) that the tests' Spark processes started
+# stops by itself after metastore.idle_s; a CI job stops it now, leaving no process behind.
+if [ "${CI:-}" = "true" ]; then
+  "$VENV/bin/python" -c 'from demandlake import metastore; from demandlake.config import load_config; metastore.stop_server(load_config())' || true
+fi
 if [ "${#failed[@]}" != 0 ]; then
   echo "[run_tests] FAILED: ${failed[*]}" >&2
   exit 1

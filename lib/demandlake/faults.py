@@ -119,8 +119,8 @@ def snapshot(spark, cfg) -> dict[str, list[str]]:
 def write_snapshot(pairs: list[tuple[str, str]], conf_files: list[str]) -> None:
     """``snapshot`` of each ``(lake_dir, out)``'s lake as JSON in ``out``, all in ONE session.
 
-    The session uses an in-memory catalog: it reads the tables by location, so it neither boots
-    nor holds a lake's Derby catalog (a writer may still hold it)."""
+    The session uses an in-memory catalog: it reads the tables by location and needs no catalog
+    (nor the cost of opening one)."""
     from demandlake.config import load_config
     from demandlake.spark import get_spark
 

@@ -197,9 +197,11 @@ def server_classpath() -> list[Path]:
 
 # ---- the server ---------------------------------------------------------------------------------
 def state_dir() -> Path:
-    from demandlake.spark import cache_dir
-
-    return Path(os.environ.get("DEMANDLAKE_METASTORE_STATE", cache_dir() / "metastore"))
+    """Where the user's servers keep their state (pid, lease, logs): per user, not per
+    DEMANDLAKE_CACHE, because the ports are the machine's (a server that another cache started
+    is still this user's server on that port)."""
+    return Path(os.environ.get("DEMANDLAKE_METASTORE_STATE",
+                               Path.home() / ".cache" / "demandlake" / "metastore"))
 
 
 def _files(port: int) -> dict[str, Path]:
@@ -283,7 +285,7 @@ def ensure_server(cfg: Config, timeout_s: float = 90.0) -> dict:
                  "--port", str(port), "--idle-s", str(idle_s),
                  "--classpath", os.pathsep.join(map(str, classpath))],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True,
+                start_new_session=True, close_fds=True, cwd=state_dir(),
                 env={k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_GATEWAY")})
         deadline = time.monotonic() + timeout_s
         while not _port_open(host, port, 0.5):
