@@ -357,6 +357,16 @@ def serve(host: str, port: int, idle_s: int, classpath: str) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    def shut_down() -> None:
+        if server.poll() is None:
+            try:
+                subprocess.run([*base, "shutdown", "-h", host, "-p", str(port)], timeout=60,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.terminate()
+                server.wait(30)
+
     last_busy = time.time()
     tick = max(0.5, min(5.0, idle_s / 4))
     while server.poll() is None and not stop["now"]:
@@ -369,7 +379,10 @@ def serve(host: str, port: int, idle_s: int, classpath: str) -> int:
         except OSError:
             lease = 0.0
         if now - max(last_busy, lease) >= idle_s:
-            with _locked(files["lock"]):  # no client can be told "running" meanwhile
+            # Under the lock until the port is closed and the state file gone: a process that
+            # starts meanwhile waits, then starts a new server (it must not find the port still
+            # open with no state file, and take it for another program's).
+            with _locked(files["lock"]):
                 try:
                     lease = files["lease"].stat().st_mtime
                 except OSError:
@@ -378,16 +391,11 @@ def serve(host: str, port: int, idle_s: int, classpath: str) -> int:
                         and time.time() - max(last_busy, lease) >= idle_s):
                     print(f"{time.strftime('%F %T')} metastore server idle for {idle_s} s: "
                           "stopping", flush=True)
+                    shut_down()
                     files["json"].unlink(missing_ok=True)
-                    stop["now"] = True
-    if server.poll() is None:
-        try:
-            subprocess.run([*base, "shutdown", "-h", host, "-p", str(port)], timeout=60,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.terminate()
-            server.wait(30)
+                    return 0
+    # SIGTERM/SIGINT (stop_server holds the lock meanwhile), or the server exited by itself.
+    shut_down()
     return 0
 
 
