@@ -74,7 +74,7 @@ class _Analyst(threading.Thread):
     ``spark-sql`` with ``<lake>/_catalog/spark-sql.conf`` and ``demandlake sql``, in turn, from
     the moment the probe table is in the catalog until the nightly ends (at most ``rounds``)."""
 
-    def __init__(self, clone: Path, venv: Path, nightly: subprocess.Popen, rounds: int = 4):
+    def __init__(self, clone: Path, venv: Path, nightly: subprocess.Popen, rounds: int = 2):
         super().__init__(daemon=True)
         self.clone, self.venv, self.nightly, self.rounds = clone, venv, nightly, rounds
         self.answers: list[tuple[str, float, float, int | None, str]] = []
