@@ -77,3 +77,21 @@ def test_only_a_local_lakes_hive_catalog_goes_to_the_server(tmp_path):
     assert not metastore.uses_server(embedded) and not metastore.shared(embedded)
     with pytest.raises(ValueError, match="';'"):
         metastore.jdbc_url(load_config(overrides=[f"lake.uri={tmp_path}/a;b"]))
+
+
+def test_the_metastore_command_starts_reports_and_stops_the_server(server_cfg, capsys):
+    from demandlake import cli
+
+    lake = str(metastore.metastore_dir(server_cfg).parents[1])
+    port = metastore.address(server_cfg)[1]
+    args = ["--lake", lake, "--set", f"metastore.port={port}", "metastore"]
+    assert cli.main([*args, "start"]) == 0
+    out = capsys.readouterr().out
+    conf = metastore.metastore_dir(server_cfg).parent / "spark-sql.conf"
+    assert f"spark-sql --properties-file {conf}" in out and conf.is_file()
+    assert f"spark.hadoop.javax.jdo.option.ConnectionURL {metastore.jdbc_url(server_cfg)}" in (
+        conf.read_text().splitlines())
+    assert cli.main([*args, "status"]) == 0 and "running" in capsys.readouterr().out
+    assert cli.main([*args, "stop"]) == 0 and "stopped" in capsys.readouterr().out
+    assert cli.main([*args, "status"]) == 3 and "not running" in capsys.readouterr().out
+    assert cli.main([*args[:3], "lake.catalog=in-memory", "metastore", "status"]) == 2
