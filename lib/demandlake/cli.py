@@ -505,7 +505,7 @@ def cmd_metastore(cfg, args) -> int:
     from demandlake import metastore
 
     host, port = metastore.address(cfg)
-    if metastore.metastore_dir(cfg) is None or metastore.mode(cfg) != "server":
+    if not metastore.uses_server(cfg):
         print(f"demandlake metastore: {cfg.lake_uri} has no metastore server to manage (it needs "
               "lake.catalog: hive, a local lake, metastore.mode: server and no "
               "hive.metastore.uris)", file=sys.stderr)

@@ -35,7 +35,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Iterator
 
 from demandlake.config import Config, local_path
+from demandlake.sql_endpoint import listening
 
 log = logging.getLogger(__name__)
 
@@ -220,14 +220,6 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _port_open(host: str, port: int, timeout_s: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
 def _ours(pid: int) -> bool:
     """Whether ``pid`` is alive and is this project's server supervisor."""
     try:
@@ -244,7 +236,7 @@ def server_info(port: int) -> dict | None:
         info = json.loads(files["json"].read_text())
     except (OSError, ValueError):
         return None
-    if not _ours(int(info.get("pid", -1))) or not _port_open(info["host"], port):
+    if not _ours(int(info.get("pid", -1))) or not listening(info["host"], port, 1.0):
         return None
     return info
 
@@ -272,7 +264,7 @@ def ensure_server(cfg: Config, timeout_s: float = 90.0) -> dict:
         info = server_info(port)
         if info is not None:
             return info
-        if _port_open(host, port):
+        if listening(host, port, 1.0):
             raise RuntimeError(
                 f"{host}:{port} is taken by a program that is not this project's metastore "
                 "server: set metastore.port to a free port (every process of the lake must use "
@@ -288,7 +280,7 @@ def ensure_server(cfg: Config, timeout_s: float = 90.0) -> dict:
                 start_new_session=True, close_fds=True, cwd=state_dir(),
                 env={k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_GATEWAY")})
         deadline = time.monotonic() + timeout_s
-        while not _port_open(host, port, 0.5):
+        while not listening(host, port):
             if proc.poll() is not None or time.monotonic() > deadline:
                 if proc.poll() is None:
                     proc.terminate()

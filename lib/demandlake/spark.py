@@ -130,7 +130,7 @@ def session_conf(cfg: Config) -> dict[str, str]:
     if catalog == "hive":
         conf["spark.sql.catalogImplementation"] = "hive"
         metastore_db = metastore.metastore_dir(cfg)
-        if metastore_db is not None and metastore.uses_server(cfg):
+        if metastore.uses_server(cfg):
             # The embedded default: the lake's Derby database behind the network server, which
             # every process of the lake opens at once (demandlake.metastore).
             conf.update(metastore.spark_settings(cfg))
@@ -366,11 +366,11 @@ def get_spark(cfg: Config, app_name: str | None = None,
     if active is not None:
         return active
     submitted = _submitted_conf()
-    embedded_db = metastore.metastore_dir(cfg)
-    if embedded_db is not None and metastore.uses_server(cfg):
+    on_server = metastore.uses_server(cfg)  # else embedded Derby, or no catalog database here
+    if on_server:
         metastore.ensure_server(cfg)
-    elif embedded_db is not None:
-        clear_interrupted_metastore(embedded_db)
+    else:
+        clear_interrupted_metastore(metastore.metastore_dir(cfg))
     wanted = session_conf(cfg)
     choose_python(submitted, wanted)
     if extra_jars:
@@ -395,7 +395,7 @@ def get_spark(cfg: Config, app_name: str | None = None,
     with _jvm_output_to(java_log), _launch_env(class_archive_options()):
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("DEMANDLAKE_SPARK_LOG_LEVEL", "WARN"))
-    if embedded_db is not None and metastore.uses_server(cfg):
+    if on_server:
         metastore.prepare(spark, cfg)
         metastore.write_spark_sql_conf(cfg, wanted)
     return spark

@@ -248,7 +248,7 @@ def start(cfg: Config, java_log: Path | None = None):
 def serve(cfg: Config, java_log: Path | None = None, ready=print) -> int:
     """Run the endpoint until SIGTERM/SIGINT (``demandlake serve-sql``)."""
     host, port = endpoint_address(cfg)
-    if _listening(host, port):
+    if listening(host, port):
         raise RuntimeError(f"{host}:{port} is already in use (another endpoint? "
                            f"`demandlake sql 'SHOW TABLES'` uses it if it serves this lake)")
     t0 = time.monotonic()
@@ -286,7 +286,8 @@ def serve(cfg: Config, java_log: Path | None = None, ready=print) -> int:
     return 0
 
 
-def _listening(host: str, port: int, timeout: float = 0.5) -> bool:
+def listening(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -297,7 +298,7 @@ def _listening(host: str, port: int, timeout: float = 0.5) -> bool:
 def _wait_listening(host: str, port: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if _listening(host, port):
+        if listening(host, port):
             return True
         time.sleep(0.2)
     return False
@@ -315,7 +316,7 @@ def connect(cfg: Config, timeout_s: float = 2.0, handshake_s: float = 60.0):
     """A DB-API connection to the endpoint serving this lake, or None (none running, another
     lake's, or PyHive not installed)."""
     host, port = endpoint_address(cfg)
-    if not _listening(host, port, timeout=timeout_s):
+    if not listening(host, port, timeout=timeout_s):
         return None
     try:
         from pyhive import hive
