@@ -87,13 +87,28 @@ def main(argv=None) -> int:
                             "hidden": int(run_cfg.get("sequence_model.hidden")),
                             "seed": int(run_cfg.get("training.seed")),
                             "seconds": round(time.perf_counter() - t1, 1),
-                            "metrics": r.metrics.get("test", {}), "baselines": r.baselines,
+                            "metrics": r.metrics.get("network_test") or r.metrics.get("test", {}),
+                            "baselines": r.baselines,
                             "validation": r.metrics.get("validation", {}), "version": r.version,
-                            "promoted": r.promoted})
-            m, b = r.metrics.get("test", {}), r.baselines
+                            "promoted": r.promoted, "family": r.family,
+                            "families": {k: v for k, v in r.metrics.items()
+                                         if k.startswith(("network_", "spark_gbt_"))}})
+            # "test" is the registered family's; the network's own is "network_test" when a
+            # Spark ML family won (training.families).
+            m, b = r.metrics.get("network_test") or r.metrics.get("test", {}), r.baselines
             print(f"\n== encoder={encoder} hidden={results[-1]['hidden']} seed="
                   f"{results[-1]['seed']} ({results[-1]['seconds']}s, v{r.version}, "
-                  f"promoted={r.promoted})")
+                  f"family={r.family}, promoted={r.promoted})")
+            for fam_name in ("spark_gbt",):
+                for split in ("validation", "test"):
+                    g = r.metrics.get(f"{fam_name}_{split}")
+                    if g:
+                        print(f"  {fam_name} ({split}): ROC-AUC {g['purchase_roc_auc']:.4f}  "
+                              f"PR-AUC {g['purchase_pr_auc']:.4f}  log loss "
+                              f"{g['purchase_log_loss']:.4f}  ECE {g['purchase_ece']:.4f}")
+            nv = r.metrics.get("network_validation") or r.metrics.get("validation", {})
+            print(f"  network (validation): ROC-AUC {nv.get('purchase_roc_auc', float('nan')):.4f}"
+                  f"  PR-AUC {nv.get('purchase_pr_auc', float('nan')):.4f}")
             print(f"purchase: ROC-AUC {m.get('purchase_roc_auc', float('nan')):.4f}  PR-AUC "
                   f"{m.get('purchase_pr_auc', float('nan')):.4f}  log loss "
                   f"{m.get('purchase_log_loss', float('nan')):.4f}  ECE "

@@ -53,8 +53,9 @@ def _small_lake(spark, cfg, tmp_path) -> None:
 
 def _forecasts(spark, cfg) -> None:
     def row(user, day, p, band, fallback):
-        source = "fallback: popularity/no model" if fallback else "model"
-        return (user, day, p, [("shoes", p / 2)], band, fallback, source, None, None, "score-x")
+        source = "fallback: popularity/no model" if fallback else "model: spark_gbt"
+        return (user, day, p, [("shoes", p / 2)], band, fallback, source,
+                None if fallback else "demandlake-sequence", None if fallback else 4, "score-x")
 
     df = spark.createDataFrame([
         row("u1", RUN, 0.05, "low", True), row("u2", RUN, 0.07, "low", True),
@@ -111,6 +112,11 @@ def test_report_shows_segments_and_forecasts_of_the_date_only(spark, cfg, tmp_pa
     assert "<b>3</b><span>users forecast</span>" in page
     assert "<b>2</b><span>fallback forecasts</span>" in page
     assert "<b>1</b><span>band high</span>" in page and "<b>2</b><span>band low</span>" in page
+    # Which model produced the date's rows (OTHER's model row is not counted).
+    assert ("<td>fallback: popularity/no model</td><td>-</td><td>-</td><td class='num'>2</td>"
+            in page)
+    assert ("<td>model: spark_gbt</td><td>demandlake-sequence</td><td>4</td>"
+            "<td class='num'>1</td>") in page
     assert "<b>3</b><span>users profiled</span>" in page
     assert ("<td>bargain hunters</td><td class='num'>2</td><td class='num'>0.060</td>"
             "<td class='num'>0.600</td>") in page

@@ -75,7 +75,8 @@ def test_every_active_user_gets_exactly_one_forecast_and_one_profile(scored_lake
 def test_a_user_the_models_never_saw_is_scored_by_the_model(scored_lake):
     f = scored_lake.first["gold.demand_forecasts"].set_index("user_id")
     # new01's items are all out of the vocabulary: its sequence is OOV ids, still scored.
-    assert f.loc["new01", "source"] == "model" and not f.loc["new01", "is_fallback"]
+    assert f.loc["new01", "source"] == "model: sequence_network"
+    assert not f.loc["new01", "is_fallback"]
     assert (f["model_version"] == scored_lake.sequence_version).all()
     assert (f["model_name"] == "demandlake-sequence").all()
     profiles = scored_lake.first["gold.user_profiles"].set_index("user_id")
@@ -386,7 +387,7 @@ def test_forecasts_fall_back_to_the_segment_base_rate(spark):
     out = fc.demand_forecasts(users, scores, popular, [7, 30], {"high": 0.8, "medium": 0.4}, 2,
                               run, "run-1", "demandlake-sequence", 3)
     expected = [
-        ("a", 0.9, [("toys", 0.6)], "high", False, "model"),
+        ("a", 0.9, [("toys", 0.6)], "high", False, "model: sequence_network"),
         ("b", 0.5, [("books", 0.375), ("toys", 0.125)], "medium", True,
          "fallback: segment_base_rate/no_sequence"),
         ("c", 0.5, [("toys", 0.4), ("books", 0.1)], "medium", True,
@@ -403,6 +404,21 @@ def test_forecasts_fall_back_to_the_segment_base_rate(spark):
     no_model = fc.demand_forecasts(users, None, popular, [7], {"high": 0.8, "medium": 0.4}, 2,
                                    run, "run-1")
     assert {r["source"] for r in no_model.collect()} == {"fallback: segment_base_rate/no_model"}
+
+    # A Spark ML family predicts no categories: its rows take the user's preferred ones (else the
+    # popular ones) weighted by ITS probability, not by the base rate.
+    gbt_scores = spark.createDataFrame([("a", 0.9, None), ("b", 0.2, None), ("c", 0.6, None)],
+                                       score_schema)
+    gbt = fc.demand_forecasts(users, gbt_scores, popular, [7, 30], {"high": 0.8, "medium": 0.4},
+                              2, run, "run-1", "demandlake-sequence", 4, "spark_gbt")
+    got = sorted(gbt.collect(), key=lambda r: r["user_id"])
+    assert [(r["user_id"], r["purchase_probability"],
+             [(c["category"], pytest.approx(c["probability"])) for c in r["top_categories"]],
+             r["source"]) for r in got] == [
+        ("a", 0.9, [("toys", 0.9)], "model: spark_gbt"),
+        ("b", 0.2, [("books", 0.15), ("toys", 0.05)], "model: spark_gbt"),
+        ("c", 0.6, [("toys", 0.48), ("books", 0.12)], "model: spark_gbt"),
+        ("d", 0.5, [("toys", 0.4), ("books", 0.1)], "fallback: segment_base_rate/no_sequence")]
 
 
 def test_model_categories_name_ids_through_the_vocabulary(spark):
@@ -685,3 +701,40 @@ def test_segment_ids_do_not_depend_on_how_the_input_is_split(spark):
         by_id = [tuple(centers[k]) for k, _ in sorted(ids.items(), key=lambda kv: kv[1])]
         assert by_id == sorted(by_id)  # ids follow the centroids, not KMeans' internal order
     assert results[0] == results[1] == results[2]
+
+
+def test_a_spark_ml_family_that_serves_scores_every_active_user_in_spark(spark, scored_lake):
+    """A version registered with the family tag ``spark_gbt`` is resolved as such, loaded back
+    from the registry (MLflow's spark flavour) and applied in Spark to every active user's
+    scoring sequence; it predicts no categories. (Under its own registered name: the shared
+    lake's network keeps serving the other tests.)"""
+    from demandlake.features.sequences import EVENT_TYPE_IDS
+    from demandlake.pipeline.score import active_users, score_spark_family
+    from demandlake.pipeline.transform import build_scoring_sequences
+    from demandlake.scoring import serving
+    from demandlake.training import families, tracking
+
+    cfg = scored_lake.cfg.with_overrides({"sequence_model.registered_name": "test-gbt",
+                                          "propensity.spark_gbt.max_iter": 5,
+                                          "propensity.spark_gbt.min_instances_per_node": 1})
+    carted = F.exists("event_type_ids", lambda t: t == F.lit(EVENT_TYPE_IDS["cart"]))
+    rows = build_scoring_sequences(spark, cfg, tl.RUN).withColumn("label_purchase",
+                                                                   carted.cast("int"))
+    labels = dict(rows.select("user_id", "label_purchase").collect())
+    assert set(labels.values()) == {0, 1}
+    run_id, _ = tracking.start_run(tracking.configure(cfg), "test-gbt", "gbt-test", {},
+                                   {"task": "sequence"}, resume=False)
+    uri = families.log_spark_model(run_id, families.fit_gbt(cfg, rows), families.GBT)
+    version = tracking.register_and_promote(uri, "test-gbt", run_id, {"purchase_pr_auc": 0.9},
+                                            None, "purchase_pr_auc", True,
+                                            tags={"family": families.GBT}).version
+    tracking.finish_run(run_id, True)
+
+    served, why = serving.resolve(cfg, "sequence")
+    assert served is not None and (served.family, served.version) == (families.GBT, version), why
+    scores = (score_spark_family(spark, cfg, tl.RUN, active_users(spark, cfg, tl.RUN), served)
+              .toPandas().set_index("user_id"))
+    assert set(scores.index) == _expected_active_users() == set(labels)
+    p = scores["purchase_probability"]
+    assert min(p[u] for u, y in labels.items() if y) > max(p[u] for u, y in labels.items() if not y)
+    assert scores["top_categories"].isna().all()

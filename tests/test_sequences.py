@@ -270,3 +270,38 @@ def test_sessions_features_and_examples_are_sensible_on_the_real_taobao_sample(s
     assert max(cutoffs["validation"]) < min(cutoffs["test"])
     feats = lake.read(spark, cfg, "gold.user_features")
     assert feats.where(F.size("top_categories") == 0).count() == 0
+
+
+def test_propensity_features_read_counts_recencies_repeats_and_the_last_session(spark):
+    from demandlake.features.propensity import NEVER_SECONDS, PROPENSITY_FEATURES, \
+        propensity_features
+
+    g = math.log1p
+    # Oldest first, one pad: view 5, view 5 (+60 s), cart 5 (+120 s), view 6 (+2 h: a new
+    # session), fav 6 (+30 s), cart 7 in an unknown category (+10 s), view 6 (+20 s).
+    rows = [("u1", 7, [0, 5, 5, 5, 6, 6, 7, 6], [0, 2, 2, 2, 3, 3, 1, 3],
+             [0, 2, 2, 3, 2, 7, 3, 2], [0.0, 0.0, g(60), g(120), g(7200), g(30), g(10), g(20)],
+             [1.0, 2.0, 3.0, 4.0, 5.0]),
+            ("u2", 1, [0] * 7 + [9], [0] * 7 + [4], [0] * 7 + [5], [0.0] * 8,
+             [0.0, 0.0, 1.0, 1.0, 0.0])]
+    df = spark.createDataFrame(rows, "user_id string, seq_len int, item_ids array<int>, "
+                               "category_ids array<int>, event_type_ids array<int>, "
+                               "time_gaps array<float>, static_features array<float>")
+    out = {r["user_id"]: r.asDict() for r in
+           df.transform(propensity_features(8, 30)).collect()}
+    u1, u2 = out["u1"], out["u2"]
+    assert set(PROPENSITY_FEATURES) <= set(u1)
+    assert [u1[k] for k in ("log1p_n_events", "log1p_revenue")] == [1.0, 5.0]
+    assert [u1[f"n_{t}"] for t in ("view", "cart", "remove_from_cart", "purchase", "search",
+                                   "fav")] == [4, 2, 0, 0, 0, 1]
+    assert (u1["events_since_last_cart"], u1["events_since_last_fav"],
+            u1["events_since_last_purchase"]) == (1, 2, 9)
+    assert u1["log1p_seconds_since_last_cart"] == pytest.approx(g(20), rel=1e-5)
+    assert u1["log1p_seconds_since_last_fav"] == pytest.approx(g(30), rel=1e-5)
+    assert u1["log1p_seconds_since_last_purchase"] == pytest.approx(g(NEVER_SECONDS))
+    assert (u1["repeat_item_views"], u1["max_views_one_item"], u1["carted_not_bought"],
+            u1["distinct_categories"]) == (2, 2, 2, 2)
+    assert (u1["n_sessions"], u1["last_session_events"], u1["last_session_funnel"]) == (2, 4, 2)
+    assert (u2["n_purchase"], u2["events_since_last_purchase"],
+            u2["log1p_seconds_since_last_purchase"], u2["carted_not_bought"]) == (1, 0, 0.0, 0)
+    assert (u2["n_sessions"], u2["last_session_events"], u2["last_session_funnel"]) == (1, 1, 3)

@@ -248,12 +248,9 @@ def test_sentiment_run_on_spark_ranks_registers_a_serving_model(spark, cfg):
     assert version == 1 and pred["probability"][0] > 0.5 > pred["probability"][1]
 
 
-def test_sequence_version_is_promoted_only_when_it_beats_serving(spark, cfg, seq_frame):
-    import mlflow
-    from mlflow.tracking import MlflowClient
-    from pyspark.sql import functions as F
-
-    from demandlake.training.runner import table_location, train_sequence_model
+def _sequence_lake(spark, cfg, seq_frame) -> None:
+    """gold.sequence_examples from the planted frame and a gold.vocabularies that covers it."""
+    from demandlake.training.runner import table_location
 
     _write_delta(spark, seq_frame, SEQ_SCHEMA, table_location(cfg, "gold.sequence_examples"),
                  "cutoff_date")
@@ -264,10 +261,22 @@ def test_sequence_version_is_promoted_only_when_it_beats_serving(spark, cfg, seq
            for i in range(VOCAB["event_type"])],
         columns=["vocab", "token", "id", "count", "built_through"])
     _write_delta(spark, vocab, VOCAB_SCHEMA, table_location(cfg, "gold.vocabularies"))
+
+
+def test_sequence_version_is_promoted_only_when_it_beats_serving(spark, cfg, seq_frame):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from pyspark.sql import functions as F
+
+    from demandlake.training.runner import table_location, train_sequence_model
+
+    _sequence_lake(spark, cfg, seq_frame)
     base = _cfg(baselines=True, save_all_ranks=False)
+    # The network alone here (the families are the next test's): its pyfunc is scored below.
     first_cfg = cfg.with_overrides({"training": base["training"],
                                     "sequence_model": base["sequence_model"],
-                                    "sequences.max_length": L})
+                                    "sequences.max_length": L,
+                                    "propensity.families": ["sequence_network"]})
     first = train_sequence_model(spark, first_cfg)
     assert first.promoted and first.version == 1
     assert first.baselines["static_logistic"]["roc_auc"] > 0.7
@@ -307,6 +316,61 @@ def test_sequence_version_is_promoted_only_when_it_beats_serving(spark, cfg, seq
     assert all(len(ids) == 20 and min(ids) >= 2 for ids in scored["top_category_ids"])
 
 
+def test_the_family_best_on_the_validation_rows_is_registered_and_must_beat_the_champion(
+        spark, cfg, seq_frame):
+    """Every retrain judges each family on the same validation rows and registers the best,
+    tagged with its family; the next retrain judges a Spark ML champion on the same rows, in
+    Spark. The planted purchase signal is a cart in the sequence, which the gradient-boosted
+    trees' features count, and an untrained network (learning rate 0) cannot beat them."""
+    from mlflow.tracking import MlflowClient
+    from pyspark.sql import functions as F
+
+    from demandlake.scoring import serving
+    from demandlake.training import evaluate as ev
+    from demandlake.training import families
+    from demandlake.training.runner import table_location, train_sequence_model
+
+    _sequence_lake(spark, cfg, seq_frame)
+    base = _cfg(save_all_ranks=False, baselines=False)
+    untrained = cfg.with_overrides({"training": {**base["training"], "learning_rate": 0.0,
+                                                 "epochs": 1},
+                                    "sequence_model": base["sequence_model"],
+                                    "sequences.max_length": L,
+                                    "propensity.spark_gbt.max_iter": 10})
+    first = train_sequence_model(spark, untrained)
+    assert (first.family, first.version, first.promoted) == ("spark_gbt", 1, True)
+    gbt, network = first.metrics["validation"], first.metrics["network_validation"]
+    assert gbt == first.metrics["spark_gbt_validation"]
+    assert gbt["purchase_n"] == network["purchase_n"] > 0  # the same rows
+    assert gbt["purchase_roc_auc"] > 0.8 and gbt["purchase_pr_auc"] > network["purchase_pr_auc"]
+    client = MlflowClient()
+    assert client.get_model_version("demandlake-sequence", "1").tags["family"] == "spark_gbt"
+    assert client.get_run(first.run_id).data.metrics["family_is_spark_gbt"] == 1.0
+
+    # Served as what it is: loaded back from the registry, it scores in Spark.
+    model, why = serving.resolve(untrained, "sequence")
+    assert model is not None and model.family == "spark_gbt", why
+    examples = spark.read.format("delta").load(table_location(cfg, "gold.sequence_examples"))
+    scored = families.score(untrained, families.load_spark_model(model.uri),
+                            examples.where(F.col("split") == "test"), keep=("label_purchase",))
+    test_auc = ev.binary_metrics(ev.spark_binary_counts(scored, "label_purchase",
+                                                        "purchase_probability"))["roc_auc"]
+    assert test_auc == pytest.approx(first.metrics["test"]["purchase_roc_auc"])
+
+    # The network alone next time: it must beat the trees' own figures on the same rows.
+    trained = untrained.with_overrides({"training": base["training"],
+                                        "propensity.families": ["sequence_network"]})
+    second = train_sequence_model(spark, trained)
+    assert (second.family, second.version) == ("sequence_network", 2)
+    champion = second.metrics["champion_validation"]
+    assert champion["purchase_n"] == second.metrics["validation"]["purchase_n"]
+    assert champion["purchase_pr_auc"] == pytest.approx(gbt["purchase_pr_auc"])
+    assert second.promoted == (second.metrics["validation"]["purchase_pr_auc"]
+                               > gbt["purchase_pr_auc"])
+    assert client.get_model_version("demandlake-sequence", "2").tags["family"] == \
+        "sequence_network"
+
+
 def _event(user: str, etype: str, item: str, category: str, when: dt.datetime) -> tuple:
     """One bronze.events row (BRONZE_EVENTS order)."""
     eid = f"{user}-{when:%Y%m%d%H%M%S}"
@@ -336,7 +400,8 @@ def test_the_champion_is_judged_on_the_validation_rows_coded_with_its_own_vocabu
     run_cfg = cfg.with_overrides({"training": base["training"],
                                   "sequence_model": base["sequence_model"],
                                   "sequences.max_length": L, "sequences.horizon_days": 1,
-                                  "sequences.min_item_count": 1, "sequences.min_events": 2})
+                                  "sequences.min_item_count": 1, "sequences.min_events": 2,
+                                  "propensity.families": ["sequence_network"]})
     events = tl.event_rows()
 
     def rebuild_examples(rows):

@@ -253,9 +253,12 @@ def _models(cfg: Config) -> list[Block]:
         for v in latest:
             metrics = client.get_run(v.run_id).data.metrics if v.run_id else {}
             registered = dt.datetime.fromtimestamp(v.creation_timestamp / 1000, dt.timezone.utc)
-            rows.append([v.version, ", ".join(getattr(v, "aliases", None) or []) or "-",
+            family = (v.tags or {}).get("family") or ("sequence_network" if name == names[0]
+                                                      else "-")
+            rows.append([v.version, ", ".join(getattr(v, "aliases", None) or []) or "-", family,
                          _fmt(registered.replace(tzinfo=None)), v.run_id or "-", _metrics(metrics)])
-        parts.append(_table(["version", "aliases", "registered (UTC)", "run", "metrics"], rows))
+        parts.append(_table(["version", "aliases", "family", "registered (UTC)", "run",
+                             "metrics"], rows))
     return parts
 
 
@@ -289,6 +292,9 @@ def _forecasts(spark: SparkSession, cfg: Config, day: dt.date) -> list[Block]:
                               F.lit(HISTOGRAM_BINS - 1)).cast("int").alias("bin"))
             .groupBy("bin").count().collect())
     bands = df.groupBy("score_band", "is_fallback").count().collect()
+    # Which model produced the rows: source is "model: <family>" or "fallback: <rule>/<why>".
+    sources = (df.groupBy("source", "model_name", "model_version").count()
+               .orderBy(F.col("count").desc(), "source").collect())
     total = sum(r["count"] for r in bins)
     if not total:
         return _na(f"gold.demand_forecasts has no forecast for {day}.")
@@ -301,7 +307,11 @@ def _forecasts(spark: SparkSession, cfg: Config, day: dt.date) -> list[Block]:
         per_band[r["score_band"]] = per_band.get(r["score_band"], 0) + r["count"]
     cards = _cards([(total, "users forecast"), (fallbacks, "fallback forecasts")]
                    + [(per_band.get(b, 0), f"band {b}") for b in ("high", "medium", "low")])
-    return [cards, _histogram(counts)]
+    produced = _table(["produced by", "model", "version", "forecasts"],
+                      [[r["source"], r["model_name"] or "-",
+                        "-" if r["model_version"] is None else r["model_version"], r["count"]]
+                       for r in sources], numeric={3})
+    return [cards, produced, _histogram(counts)]
 
 
 # ---- sources ------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from demandlake.scoring import segments as sg
 from demandlake.scoring import sentiment as st
 from demandlake.scoring import serving, udfs
 from demandlake.spark import temporary_conf
+from demandlake.training import families
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,23 @@ def score_sequences(spark: SparkSession, cfg: Config, run_date: dt.date, users: 
     return fc.model_categories(raw, fc.category_map(vocab), head, top_n)
 
 
+def score_spark_family(spark: SparkSession, cfg: Config, run_date: dt.date, users: DataFrame,
+                       model: serving.ServingModel) -> DataFrame:
+    """Scores of ``users`` by a Spark ML family (``training.families``), in Spark: the same
+    scoring sequences as the network's, coded with the current gold.vocabularies (the family's
+    features use no vocabulary id beyond equality). ``top_categories`` is null: the forecasts
+    take the user's preferred categories."""
+    from demandlake.pipeline.transform import build_scoring_sequences
+
+    fitted = families.load_spark_model(model.uri)
+    sequences = (build_scoring_sequences(spark, cfg, run_date)
+                 .join(users.select("user_id"), on="user_id", how="left_semi"))
+    return families.score(cfg, fitted, sequences).select(
+        "user_id", "purchase_probability",
+        F.lit(None).cast("array<struct<category:string,probability:double>>")
+        .alias("top_categories"))
+
+
 def _segments(cfg: Config, active: DataFrame, n_users: int) -> tuple[DataFrame, str, dict]:
     windows = _windows(cfg)
     seed = int(cfg.get("scoring.segments.seed", 7))
@@ -261,13 +279,16 @@ def run_score(spark: SparkSession, cfg: Config, run_date: dt.date,
             if seq is None:
                 log.warning("no sequence model: every forecast is a fallback (%s)", why)
                 run.add(sequence_model="none", sequence_model_reason=why)
-            scores = (score_sequences(spark, cfg, run_date, active, seq, n_users) if seq
-                      else None)
+            scores = (None if seq is None
+                      else score_sequences(spark, cfg, run_date, active, seq, n_users)
+                      if seq.family == families.NETWORK
+                      else score_spark_family(spark, cfg, run_date, active, seq))
             users = active.join(segments.select("user_id", "segment_id"), on="user_id", how="inner")
             forecasts = fc.demand_forecasts(
                 users, scores, fc.popular_categories(active, top_n), windows,
                 cfg.get("scoring.bands") or {"high": 0.5, "medium": 0.2}, top_n, run_date,
                 run.run_id, seq.name if seq else None, seq.version if seq else None,
+                seq.family if seq else families.NETWORK,
             ).persist(StorageLevel.MEMORY_AND_DISK)
             persisted.append(forecasts)
             summary = forecasts.agg(
@@ -321,6 +342,7 @@ def run_score(spark: SparkSession, cfg: Config, run_date: dt.date,
                     [c for exc in failures for c in exc.failed])
             if seq:
                 counts["sequence_model_version"] = seq.version
+                run.add(sequence_model_family=seq.family)
             if sent:
                 counts["sentiment_model_version"] = sent.version
             run.add(**counts, **phases.seconds, segment_model=segment_model,

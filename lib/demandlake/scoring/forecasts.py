@@ -1,10 +1,13 @@
 """gold.demand_forecasts rows from model scores, with a fallback for users the model cannot score.
 
-Model rows: ``purchase_probability`` is the purchase head's output; ``top_categories`` are the
-category head's best ids mapped back to tokens through ``gold.vocabularies`` (padding, OOV and ids
+Model rows (``source`` = ``model: <family>``, ``training.families``): for the
+``sequence_network``, ``purchase_probability`` is the purchase head's output; ``top_categories``
+are the category head's best ids mapped back to tokens through ``gold.vocabularies`` (padding, OOV and ids
 unknown to the vocabulary are dropped). Their probability is ``P(purchase) * P(category |
 purchase)`` for the ``softmax`` head (trained on purchasing examples only, so its scores are
-conditional) and the head's own score for the ``sigmoid`` head (trained on all examples).
+conditional) and the head's own score for the ``sigmoid`` head (trained on all examples). A
+Spark ML family (``spark_gbt``) predicts the purchase only: its rows' categories are the user's
+preferred ones weighted by its probability, as for a fallback row.
 
 Fallback rows (``is_fallback``; ``source`` says which rule and why):
 
@@ -114,6 +117,7 @@ def demand_forecasts(
     run_id: str,
     model_name: str | None = None,
     model_version: int | None = None,
+    model_family: str = "sequence_network",
 ) -> DataFrame:
     """One forecast per user of ``users`` (model where scored, fallback otherwise).
 
@@ -126,6 +130,10 @@ def demand_forecasts(
         top_n: categories per forecast.
         run_date, run_id: stamped on every row.
         model_name, model_version: the serving sequence model (None when none serves).
+        model_family: its family (``training.families``): model rows' ``source`` is
+            ``model: <family>``. A family that predicts no categories (``top_categories`` null
+            in ``model_scores``) gets the user's preferred categories weighted by its
+            probability, as a fallback row gets them weighted by the base rate.
 
     Returns:
         gold.demand_forecasts rows.
@@ -154,22 +162,23 @@ def demand_forecasts(
            .when(~F.coalesce(F.col("_has_row"), F.lit(False)), F.lit("no_sequence"))
            .otherwise(F.lit("no_score")))
     fallback_p = F.coalesce(F.col("_segment_rate"), F.col("_overall_rate"), F.lit(0.0))
-    own = F.transform(F.slice("top_categories", 1, top_n),
-                      lambda c: F.struct(c["name"].alias("category"),
-                                         (fallback_p * c["weight"]).alias("probability")))
-    overall_cats = F.transform("_popular", lambda c: F.struct(
-        c["category"].alias("category"), (fallback_p * c["share"]).alias("probability")))
-    fallback_cats = F.when(F.size("top_categories") > 0, own).otherwise(overall_cats)
     probability = F.least(F.greatest(F.when(use_model, F.col("_p")).otherwise(fallback_p),
                                      F.lit(0.0)), F.lit(1.0))
+    own = F.transform(F.slice("top_categories", 1, top_n),
+                      lambda c: F.struct(c["name"].alias("category"),
+                                         (probability * c["weight"]).alias("probability")))
+    overall_cats = F.transform("_popular", lambda c: F.struct(
+        c["category"].alias("category"), (probability * c["share"]).alias("probability")))
+    preferred_cats = F.when(F.size("top_categories") > 0, own).otherwise(overall_cats)
     return scored.select(
         "user_id",
         F.lit(run_date).alias("run_date"),
         probability.alias("purchase_probability"),
-        F.when(use_model, F.col("_cats")).otherwise(fallback_cats).alias("top_categories"),
+        F.when(use_model, F.coalesce(F.col("_cats"), preferred_cats))
+        .otherwise(preferred_cats).alias("top_categories"),
         score_band(probability, bands).alias("score_band"),
         (~use_model).alias("is_fallback"),
-        F.when(use_model, F.lit(MODEL))
+        F.when(use_model, F.lit(f"{MODEL}: {model_family}"))
         .otherwise(F.concat(F.lit(f"fallback: {FALLBACK_RULE}/"), why)).alias("source"),
         F.lit(model_name).cast("string").alias("model_name"),
         F.lit(model_version).cast("int").alias("model_version"),

@@ -25,6 +25,9 @@ class ServingModel:
     tracking_uri: str
     params: dict
     run_id: str | None = None
+    # training.families, for the sequence task: sequence_network (scored through the Arrow UDF)
+    # or a Spark ML family (scored in Spark); the registry's version tag ``family``.
+    family: str = "sequence_network"
 
     def param(self, key: str, default=None):
         return self.params.get(key, default)
@@ -64,17 +67,23 @@ def resolve(cfg: Config, task: str) -> tuple[ServingModel | None, str]:
     except Exception as exc:  # an unreachable or empty tracking store is a reason to fall back
         return None, f"registry unavailable: {type(exc).__name__}: {exc}"
     version = int(uri.rsplit("/", 1)[1])
+    from demandlake.training import families
+
     client = MlflowClient()
     params: dict = {}
     run_id = None
+    mv = client.get_model_version(name, str(version))
+    # An unknown family fails here, not in scoring; the sentiment model has one kind only.
+    family = families.family_of(mv.tags) if task == "sequence" else ""
     try:
-        run_id = client.get_model_version(name, str(version)).run_id or None
+        run_id = mv.run_id or None
         if run_id:
             params = dict(client.get_run(run_id).data.params)
     except Exception as exc:  # the run may have been deleted; the model itself still loads
         log.warning("no training run parameters for %s v%d: %s", name, version, exc)
-    log.info("serving %s model: %s v%d", task, name, version)
-    return ServingModel(task, name, version, uri, tracking.tracking_uri(cfg), params, run_id), ""
+    log.info("serving %s model: %s v%d%s", task, name, version, f" ({family})" if family else "")
+    return ServingModel(task, name, version, uri, tracking.tracking_uri(cfg), params, run_id,
+                        family), ""
 
 
 def vocabulary_artifact(model: ServingModel):

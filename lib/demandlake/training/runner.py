@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SECTIONS = {"sequence": ("training", "sequence_model", "sequences"),
+SECTIONS = {"sequence": ("training", "sequence_model", "sequences", "propensity"),
             "sentiment": ("training", "sentiment_model")}
 # Under the run's out_dir: the validation rows coded with the serving champion's vocabulary.
 CHAMPION_VALIDATION_DIR = "champion_validation"
@@ -50,6 +50,7 @@ class TrainingResult:
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     out_dir: str = ""
     seconds: float = 0.0
+    family: str = "sequence_network"
 
 
 def table_location(cfg: Config, name: str) -> str:
@@ -128,6 +129,9 @@ def train_model(spark, cfg: Config, task: str) -> TrainingResult:
     from demandlake.training import evaluate as ev
     from demandlake.training import tracking
     from demandlake.training.data import snapshot_spec
+    from mlflow.tracking import MlflowClient
+
+    from demandlake.training import families as fam
     from demandlake.training.launch import launch
     from demandlake.training.tasks import TASKS
 
@@ -171,12 +175,18 @@ def train_model(spark, cfg: Config, task: str) -> TrainingResult:
 
     champion = tracking.serving_version(name, alias) if tcfg.get("compare_with_serving", True) \
         else None
+    champion_family = fam.NETWORK
+    if champion:
+        champion_family = fam.family_of(
+            MlflowClient().get_model_version(name, str(champion)).tags)
+    # The ranks judge a network champion; a Spark ML one is judged here, on the same rows.
+    ranks_judge = champion if champion_family == fam.NETWORK else None
     data_spec = {"splits": snap["splits"], "table_version": version, **facts,
                  "mlflow": {"tracking_uri": tracking.tracking_uri(cfg), "run_id": run_id},
-                 "champion_uri": f"models:/{name}/{champion}" if champion else None}
+                 "champion_uri": f"models:/{name}/{ranks_judge}" if ranks_judge else None}
     ok = False
     try:
-        if task == "sequence" and champion:
+        if task == "sequence" and ranks_judge:
             own = champion_validation_splits(
                 spark, cfg, registered_version(cfg, task, name, champion), snap,
                 data_params, out_dir)
@@ -191,19 +201,26 @@ def train_model(spark, cfg: Config, task: str) -> TrainingResult:
         t_task = TASKS[task](cfg.data, data_spec)
         metric, higher = t_task.promotion()
         promotion = None
-        if result.get("model_uri") and "validation" in metrics:
+        model_uri, family = result.get("model_uri"), fam.NETWORK
+        champion_metrics = metrics.get("champion_validation")
+        if task == "sequence" and model_uri and "validation" in metrics:
+            model_uri, family, champion_metrics = _served_by_merit(
+                spark, cfg, snap, run_id, metrics, (metric, higher), model_uri,
+                champion_metrics, f"models:/{name}/{champion}" if champion else None,
+                champion_family)
+        if model_uri and "validation" in metrics:
             promotion = tracking.register_and_promote(
-                result["model_uri"], name, run_id, metrics["validation"],
-                metrics.get("champion_validation"), metric, higher, alias,
+                model_uri, name, run_id, metrics["validation"],
+                champion_metrics, metric, higher, alias,
                 float(tcfg.get("promote_min_delta", 0.0)),
-                tags={"table_version": str(version)})
+                tags={"table_version": str(version), fam.FAMILY_TAG: family})
             tracking.log_metrics(run_id, {"registered_version": promotion.version,
                                           "promoted": float(promotion.promoted)})
         ok = True
     finally:
         tracking.finish_run(run_id, ok)
     return TrainingResult(
-        task=task, run_id=run_id, model_uri=result.get("model_uri"),
+        task=task, run_id=run_id, model_uri=model_uri, family=family,
         version=promotion.version if promotion else None,
         promoted=bool(promotion and promotion.promoted), table_version=version,
         metrics=metrics, baselines=baselines, out_dir=str(out_dir),
@@ -319,6 +336,62 @@ def champion_validation_splits(spark, cfg: Config, champion: ServingModel, snap:
              champion.param("data.vocabularies_version"),
              data_params.get("data.vocabularies_version"))
     return {"validation": {"split": "validation", "files": sorted(written.inputFiles())}}
+
+
+def _served_by_merit(spark, cfg: Config, snap: dict, run_id: str, metrics: dict,
+                     promotion: tuple[str, bool], network_uri: str,
+                     champion_metrics: dict | None, champion_uri: str | None,
+                     champion_family: str) -> tuple[str, str, dict | None]:
+    """Fit every enabled Spark ML family on the snapshot's training rows, judge each on the
+    validation (and test) rows the network was judged on, and pick the best on the promotion
+    metric (the network on a tie). A Spark ML champion is judged here on the same rows.
+
+    ``metrics`` gains ``<family>_<split>`` entries and, when a Spark ML family wins,
+    ``network_<split>`` (the network's own) while ``validation``/``test`` become the winner's.
+
+    Returns:
+        (model URI to register, its family, the champion's validation metrics).
+    """
+    from pyspark.sql import functions as F
+
+    from demandlake.training import families as fam
+    from demandlake.training import tracking
+
+    metric, higher = promotion
+    rows = (spark.read.format("delta").option("versionAsOf", snap["version"])
+            .load(snap["location"]).where(F.col("label_purchase").isNotNull()))
+    splits = [s for s in ("validation", "test") if s in metrics]
+    best_uri, best_family, best = network_uri, fam.NETWORK, metrics["validation"]
+    judged = {fam.NETWORK: metrics["validation"].get(metric)}
+    for family in fam.enabled(cfg):
+        train = rows.where(F.col("split") == "train")
+        labels = {r[0] for r in train.select("label_purchase").distinct().collect()}
+        if labels != {0, 1}:
+            log.warning("%s not fitted: the training rows hold labels %s only", family,
+                        sorted(labels))
+            continue
+        model = fam.fit_gbt(cfg, train)
+        for split in splits:
+            metrics[f"{family}_{split}"] = fam.metrics(cfg, model, rows.where(
+                F.col("split") == split))
+            tracking.log_metrics(run_id, metrics[f"{family}_{split}"], prefix=f"{family}_{split}_")
+        judged[family] = metrics[f"{family}_validation"].get(metric)
+        if tracking.is_better(judged[family], best.get(metric), higher):
+            best_uri, best_family, best = fam.log_spark_model(run_id, model, family), family, \
+                metrics[f"{family}_validation"]
+    if best_family != fam.NETWORK:
+        for split in splits:
+            metrics[f"network_{split}"] = metrics[split]
+            metrics[split] = metrics[f"{best_family}_{split}"]
+    log.info("validation %s by family: %s -> %s", metric,
+             ", ".join(f"{k} {v:.4f}" for k, v in judged.items() if v is not None), best_family)
+    tracking.log_metrics(run_id, {"family_is_" + f: float(f == best_family) for f in judged})
+    if champion_uri and champion_family != fam.NETWORK:
+        champion_metrics = fam.metrics(cfg, fam.load_spark_model(champion_uri),
+                                       rows.where(F.col("split") == "validation"))
+        metrics["champion_validation"] = champion_metrics
+        tracking.log_metrics(run_id, champion_metrics, prefix="champion_validation_")
+    return best_uri, best_family, champion_metrics
 
 
 def _tag_champion_rows(run_id: str, champion: int, own: bool) -> None:
