@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
+sys.path.insert(0, str(ROOT / "bench"))
 log = logging.getLogger("bench.sequence")
 
 
@@ -43,6 +44,10 @@ def main(argv=None) -> int:
     p.add_argument("--max-length", type=int, default=50, help="events per sequence")
     p.add_argument("--out", default=str(ROOT / "reports" / "sequence_taobao.json"),
                    help="where to write the JSON results")
+    p.add_argument("--honest", action=argparse.BooleanOptionalAction, default=True,
+                   help="every family and baseline on the test rows with bootstrap intervals "
+                        "over users and calibration (bench/honest_eval.py)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
@@ -92,20 +97,31 @@ def main(argv=None) -> int:
                             "validation": r.metrics.get("validation", {}), "version": r.version,
                             "promoted": r.promoted, "family": r.family,
                             "families": {k: v for k, v in r.metrics.items()
-                                         if k.startswith(("network_", "spark_gbt_"))}})
+                                         if k.startswith(("network_", "spark_"))}})
             # "test" is the registered family's; the network's own is "network_test" when a
             # Spark ML family won (training.families).
             m, b = r.metrics.get("network_test") or r.metrics.get("test", {}), r.baselines
             print(f"\n== encoder={encoder} hidden={results[-1]['hidden']} seed="
                   f"{results[-1]['seed']} ({results[-1]['seconds']}s, v{r.version}, "
                   f"family={r.family}, promoted={r.promoted})")
-            for fam_name in ("spark_gbt",):
+            for fam_name in ("spark_gbt", "spark_logistic"):
                 for split in ("validation", "test"):
                     g = r.metrics.get(f"{fam_name}_{split}")
                     if g:
                         print(f"  {fam_name} ({split}): ROC-AUC {g['purchase_roc_auc']:.4f}  "
                               f"PR-AUC {g['purchase_pr_auc']:.4f}  log loss "
                               f"{g['purchase_log_loss']:.4f}  ECE {g['purchase_ece']:.4f}")
+            if args.honest:
+                import honest_eval
+
+                report = honest_eval.evaluate(
+                    honest_eval.predictions(spark, run_cfg, r),
+                    Path(args.out).parent / f"plots-{encoder}-{results[-1]['seed']}",
+                    n_boot=args.bootstrap)
+                results[-1]["honest"] = report
+                print(f"  test n={report['n_test']} ({report['n_test_users']} users), "
+                      f"intervals over users ({args.bootstrap} resamples):")
+                print(honest_eval.table(report))
             nv = r.metrics.get("network_validation") or r.metrics.get("validation", {})
             print(f"  network (validation): ROC-AUC {nv.get('purchase_roc_auc', float('nan')):.4f}"
                   f"  PR-AUC {nv.get('purchase_pr_auc', float('nan')):.4f}")

@@ -302,3 +302,63 @@ def test_the_gpu_benchmark_script_runs_the_same_model_through_plain_keras(tmp_pa
     assert steady > 0 and 16 / (steady + 5e-4) - 1 <= row["examples_per_s"] <= 16 / max(
         steady - 5e-4, 1e-9) + 1
     assert np.isfinite(row["final_loss"]) and row["final_loss"] > 0
+
+
+def test_bootstrap_interval_draws_users_whole_and_widens_with_fewer_users():
+    from sklearn.metrics import roc_auc_score
+
+    from demandlake.training.evaluate import bootstrap_interval
+
+    rng = np.random.default_rng(0)
+
+    def sample(users: int):
+        g = np.repeat(np.arange(users), 3)  # three rows (cutoffs) per user
+        y = rng.integers(0, 2, len(g))
+        return g, y, np.clip(0.3 * y + 0.7 * rng.random(len(g)), 0, 1)
+
+    def auc(y, p):
+        return roc_auc_score(y, p)
+
+    small, big = (bootstrap_interval(g, {"y": y, "p": p}, auc, n_boot=300)
+                  for g, y, p in (sample(40), sample(400)))
+    for r in (small, big):
+        assert r["low"] < r["value"] < r["high"] and r["n_boot"] == 300
+    assert (small["high"] - small["low"]) > 2 * (big["high"] - big["low"])
+    assert (small["n_groups"], big["n_groups"]) == (40, 400)
+    # A user's rows travel together: with one user holding every positive, a resample holds
+    # either all of them or none (so the share of positives is 0, or a multiple of its count).
+    g = np.array([0, 0, 0, 1, 2, 3])
+    share = bootstrap_interval(g, {"y": np.array([1, 1, 1, 0, 0, 0])},
+                               lambda y: y.mean(), n_boot=200)
+    assert share["value"] == 0.5 and share["low"] == 0.0
+
+
+def test_calibration_is_chosen_out_of_fold_and_fixes_a_squeezed_model():
+    from demandlake.training.evaluate import choose_calibration, fit_calibration
+
+    rng = np.random.default_rng(1)
+    truth = rng.random(4000)
+    y = (rng.random(4000) < truth).astype(float)
+    calibrated = choose_calibration(y, truth)
+    assert calibrated["method"] == "none"  # already calibrated: nothing beats it out of fold
+    squeezed = 0.4 + 0.2 * truth  # right order, wrong scale
+    choice = choose_calibration(y, squeezed)
+    assert choice["method"] in ("platt", "isotonic")
+    assert choice["log_loss"][choice["method"]] < choice["log_loss"]["none"] - 0.02
+    fixed = fit_calibration(y, squeezed, "platt")(squeezed)
+    assert abs(fixed.mean() - y.mean()) < 0.02 and fixed.max() > 0.8
+    with pytest.raises(ValueError, match="platt or isotonic"):
+        fit_calibration(y, squeezed, "beta")
+
+
+def test_a_spark_family_applies_its_platt_calibration_as_a_column(spark):
+    from pyspark.sql import functions as F
+
+    from demandlake.training.families import SparkFamilyModel
+
+    df = spark.createDataFrame([(0.75,), (0.5,), (0.0,)], "p double")
+    platt = SparkFamilyModel(None, {"method": "platt", "a": 2.0, "b": 0.0})
+    got = [r[0] for r in df.select(platt.probability(F.col("p"))).collect()]
+    assert got[:2] == [pytest.approx(0.9), pytest.approx(0.5)] and 0 < got[2] < 1e-12
+    raw = SparkFamilyModel(None)
+    assert [r[0] for r in df.select(raw.probability(F.col("p"))).collect()] == [0.75, 0.5, 0.0]

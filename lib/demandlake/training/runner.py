@@ -51,6 +51,7 @@ class TrainingResult:
     out_dir: str = ""
     seconds: float = 0.0
     family: str = "sequence_network"
+    network_uri: str | None = None  # the network's logged model, registered or not
 
 
 def table_location(cfg: Config, name: str) -> str:
@@ -221,6 +222,7 @@ def train_model(spark, cfg: Config, task: str) -> TrainingResult:
         tracking.finish_run(run_id, ok)
     return TrainingResult(
         task=task, run_id=run_id, model_uri=model_uri, family=family,
+        network_uri=result.get("model_uri"),
         version=promotion.version if promotion else None,
         promoted=bool(promotion and promotion.promoted), table_version=version,
         metrics=metrics, baselines=baselines, out_dir=str(out_dir),
@@ -370,7 +372,11 @@ def _served_by_merit(spark, cfg: Config, snap: dict, run_id: str, metrics: dict,
             log.warning("%s not fitted: the training rows hold labels %s only", family,
                         sorted(labels))
             continue
-        model = fam.fit_gbt(cfg, train)
+        model = fam.calibrate(cfg, fam.fit(cfg, family, train),
+                              rows.where(F.col("split") == "validation"))
+        log.info("%s: calibration %s", family, model.calibration)
+        tracking.log_metrics(run_id, {f"{family}_platt_calibrated":
+                                      float(model.calibration["method"] == "platt")})
         for split in splits:
             metrics[f"{family}_{split}"] = fam.metrics(cfg, model, rows.where(
                 F.col("split") == split))
