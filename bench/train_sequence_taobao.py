@@ -48,6 +48,8 @@ def main(argv=None) -> int:
                    help="every family and baseline on the test rows with bootstrap intervals "
                         "over users and calibration (bench/honest_eval.py)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--rolling", action=argparse.BooleanOptionalAction, default=True,
+                   help="rolling-origin evaluation over every usable cutoff (with --honest)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
@@ -122,6 +124,12 @@ def main(argv=None) -> int:
                 print(f"  test n={report['n_test']} ({report['n_test_users']} users), "
                       f"intervals over users ({args.bootstrap} resamples):")
                 print(honest_eval.table(report))
+                if args.rolling and not results[:-1]:  # once: it does not depend on the network
+                    rolling = honest_eval.rolling_origin(spark, run_cfg, r.table_version,
+                                                         args.horizon_days, args.bootstrap)
+                    results[-1]["rolling_origin"] = rolling
+                    print("  rolling origin (Spark ML families and the static baseline):")
+                    print(honest_eval.rolling_table(rolling))
             nv = r.metrics.get("network_validation") or r.metrics.get("validation", {})
             print(f"  network (validation): ROC-AUC {nv.get('purchase_roc_auc', float('nan')):.4f}"
                   f"  PR-AUC {nv.get('purchase_pr_auc', float('nan')):.4f}")

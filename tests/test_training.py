@@ -377,6 +377,28 @@ def test_the_family_best_on_the_validation_rows_is_registered_and_must_beat_the_
         "sequence_network"
 
 
+def test_a_spark_family_fitted_on_the_same_rows_read_another_way_is_the_same_model(
+        spark, cfg, seq_frame):
+    """The trees subsample per partition: the fit input gets a fixed layout, so the rows of a
+    rerun, read from differently written files, give the same model."""
+    from pyspark.sql import functions as F
+
+    from demandlake.training import families
+
+    rows = spark.createDataFrame(
+        [tuple(r) for r in seq_frame[[f.name for f in SEQ_SCHEMA.fields]].itertuples(index=False)],
+        SEQ_SCHEMA)
+    run_cfg = cfg.with_overrides({"propensity.spark_gbt.max_iter": 5})
+    train, test = rows.where(F.col("split") == "train"), rows.where(F.col("split") == "test")
+    probabilities = []
+    for layout in (train.coalesce(1), train.repartition(5, "label_purchase"),
+                   train.orderBy(F.rand(3))):
+        model = families.fit(run_cfg, families.GBT, layout)
+        scored = families.score(run_cfg, model, test, keep=("user_id", "cutoff_date"))
+        probabilities.append(sorted(tuple(r) for r in scored.collect()))
+    assert probabilities[0] == probabilities[1] == probabilities[2]
+
+
 def _event(user: str, etype: str, item: str, category: str, when: dt.datetime) -> tuple:
     """One bronze.events row (BRONZE_EVENTS order)."""
     eid = f"{user}-{when:%Y%m%d%H%M%S}"

@@ -77,7 +77,12 @@ def fit(cfg: Config, family: str, train: DataFrame):
 
     from demandlake.features.propensity import PROPENSITY_FEATURES
 
-    rows = (with_features(cfg, train.where(F.col("label_purchase").isNotNull()))
+    # The GBT's subsampling draws per partition: the same rows laid out another way (a rerun
+    # reads differently written files) would give another model. A fixed layout, as KMeans's.
+    layout = int(cfg.get("propensity.fit_partitions", 4))
+    rows = (with_features(cfg, train.where(F.col("label_purchase").isNotNull())
+                          .repartition(layout, "user_id")
+                          .sortWithinPartitions("user_id", "cutoff_date"))
             .select(*PROPENSITY_FEATURES, F.col("label_purchase").cast("double").alias("label")))
     assemble = VectorAssembler(inputCols=list(PROPENSITY_FEATURES), outputCol="raw_features",
                                handleInvalid="keep")
