@@ -126,13 +126,13 @@ def train_model(spark, cfg: Config, task: str) -> TrainingResult:
     Returns:
         The run, its metrics and the registry outcome.
     """
-    from demandlake import lake
-    from demandlake.training import evaluate as ev
-    from demandlake.training import tracking
-    from demandlake.training.data import snapshot_spec
     from mlflow.tracking import MlflowClient
 
+    from demandlake import lake
+    from demandlake.training import evaluate as ev
     from demandlake.training import families as fam
+    from demandlake.training import tracking
+    from demandlake.training.data import snapshot_spec
     from demandlake.training.launch import launch
     from demandlake.training.tasks import TASKS
 
@@ -363,15 +363,16 @@ def _served_by_merit(spark, cfg: Config, snap: dict, run_id: str, metrics: dict,
     rows = (spark.read.format("delta").option("versionAsOf", snap["version"])
             .load(snap["location"]).where(F.col("label_purchase").isNotNull()))
     splits = [s for s in ("validation", "test") if s in metrics]
-    best_uri, best_family, best = network_uri, fam.NETWORK, metrics["validation"]
-    judged = {fam.NETWORK: metrics["validation"].get(metric)}
-    for family in fam.enabled(cfg):
-        train = rows.where(F.col("split") == "train")
-        labels = {r[0] for r in train.select("label_purchase").distinct().collect()}
-        if labels != {0, 1}:
-            log.warning("%s not fitted: the training rows hold labels %s only", family,
-                        sorted(labels))
-            continue
+    best_family, best = fam.NETWORK, metrics["validation"]
+    judged, fitted = {fam.NETWORK: metrics["validation"].get(metric)}, {}
+    train = rows.where(F.col("split") == "train")
+    labels = {r[0] for r in train.select("label_purchase").distinct().collect()}
+    enabled = fam.enabled(cfg)
+    if enabled and labels != {0, 1}:
+        log.warning("Spark ML families not fitted: the training rows hold labels %s only",
+                    sorted(labels))
+        enabled = []
+    for family in enabled:
         model = fam.calibrate(cfg, fam.fit(cfg, family, train),
                               rows.where(F.col("split") == "validation"))
         log.info("%s: calibration %s", family, model.calibration)
@@ -381,10 +382,12 @@ def _served_by_merit(spark, cfg: Config, snap: dict, run_id: str, metrics: dict,
             metrics[f"{family}_{split}"] = fam.metrics(cfg, model, rows.where(
                 F.col("split") == split))
             tracking.log_metrics(run_id, metrics[f"{family}_{split}"], prefix=f"{family}_{split}_")
-        judged[family] = metrics[f"{family}_validation"].get(metric)
+        judged[family], fitted[family] = metrics[f"{family}_validation"].get(metric), model
         if tracking.is_better(judged[family], best.get(metric), higher):
-            best_uri, best_family, best = fam.log_spark_model(run_id, model, family), family, \
-                metrics[f"{family}_validation"]
+            best_family, best = family, metrics[f"{family}_validation"]
+    # Only the winner is logged as a model of the run (the network always is, by its rank 0).
+    best_uri = (network_uri if best_family == fam.NETWORK
+                else fam.log_spark_model(run_id, fitted[best_family], best_family))
     if best_family != fam.NETWORK:
         for split in splits:
             metrics[f"network_{split}"] = metrics[split]
