@@ -426,9 +426,6 @@ def write_spark_sql_conf(cfg: Config, settings: dict[str, str]) -> Path | None:
             "# demandlake --lake LAKE metastore start). Use:\n"
             f"#   spark-sql --properties-file {path.parent / 'spark-sql.conf'} -e 'SHOW TABLES IN gold'\n"
             + "".join(f"{k} {settings[k]}\n" for k in keys if settings.get(k)))
-    settings = dict(settings)
-    if settings.get("spark.sql.warehouse.dir"):  # a relative lake: as seen from anywhere
-        settings["spark.sql.warehouse.dir"] = str(Path(settings["spark.sql.warehouse.dir"]).resolve())
     target = path.parent / "spark-sql.conf"
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.exists() or target.read_text() != text:
