@@ -11,7 +11,6 @@ log loss, the Platt calibration chosen, and the seconds of fit + calibration.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 
 def main(argv=None) -> int:
@@ -35,23 +35,13 @@ def main(argv=None) -> int:
 
     from pyspark.sql import functions as F
 
-    from demandlake.config import load_config
-    from demandlake.pipeline.ingest import Source, run_ingest
-    from demandlake.pipeline.transform import run_sequence_examples
-    from demandlake.spark import get_spark
     from demandlake.training import families
     from demandlake.training.runner import table_location
+    from train_sequence_taobao import taobao_examples
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(overrides=[
-            f"lake.uri={tmp}/lake", "lake.catalog=in-memory", "spark.master=local[2]",
-            "spark.conf.spark.sql.shuffle.partitions=4", "lake.timezone=Asia/Shanghai",
-            "sequences.horizon_days=2", "sequences.max_length=50"])
-        spark = get_spark(cfg, "demandlake-bench-family-sweep")
-        run_ingest(spark, cfg, dt.date(2017, 12, 3),
-                   sources=[Source("taobao", "taobao", args.data, "Asia/Shanghai")])
-        run_sequence_examples(spark, cfg)
+        spark, cfg, _ = taobao_examples(tmp, args.data)
         rows = (spark.read.format("delta").load(table_location(cfg, "gold.sequence_examples"))
                 .where(F.col("label_purchase").isNotNull()).cache())
         split = {s: rows.where(F.col("split") == s) for s in ("train", "validation", "test")}

@@ -42,18 +42,15 @@ def predictions(spark, cfg, result) -> dict[str, dict]:
     """``{split: {"user_id", "y", "labels" (categories), model name -> probabilities,
     "network_top" (category ids, best first)}}`` for validation and test."""
     import mlflow
-    from pyspark.ml.classification import LogisticRegression
-    from pyspark.ml.functions import array_to_vector, vector_to_array
     from pyspark.sql import functions as F
 
+    from demandlake.training import evaluate as ev
     from demandlake.training import families
 
     rows = _rows(spark, cfg, result.table_version)
     train = rows.where(F.col("split") == "train")
     fitted = {f: families.fit(cfg, f, train) for f in families.enabled(cfg)}
-    static = LogisticRegression(maxIter=50, regParam=0.01).fit(train.select(
-        array_to_vector(F.col("static_features").cast("array<double>")).alias("features"),
-        F.col("label_purchase").cast("double").alias("label")))
+    static = ev.fit_static_baseline(train)
     network = mlflow.pyfunc.load_model(result.network_uri)
     out = {}
     for split in ("validation", "test"):
@@ -72,28 +69,26 @@ def predictions(spark, cfg, result) -> dict[str, dict]:
             got = (families.score(cfg, model, part, keep=("user_id", "cutoff_date"))
                    .orderBy("user_id", "cutoff_date").toPandas())
             preds[family] = got["purchase_probability"].to_numpy(dtype=float)
-        got = (static.transform(part.select(
-            "user_id", "cutoff_date",
-            array_to_vector(F.col("static_features").cast("array<double>")).alias("features")))
-            .select("user_id", "cutoff_date", vector_to_array("probability")[1].alias("p"))
-            .orderBy("user_id", "cutoff_date").toPandas())
+        got = (ev.score_static_baseline(static, part.select("user_id", "cutoff_date",
+                                                            "static_features"))
+               .orderBy("user_id", "cutoff_date").toPandas())
         preds["baseline_static_logistic"] = got["p"].to_numpy(dtype=float)
         out[split] = preds
-    popular = [r["c"] for r in (
-        train.select(F.explode(F.array_distinct("label_categories")).alias("c"))
-        .where(F.col("c") > 1).groupBy("c").count()
-        .orderBy(F.desc("count"), F.asc("c")).limit(10).collect())]
+    popular = ev.popular_categories(train, 10)
     for preds in out.values():
         preds["popularity_top"] = [popular] * len(preds["y"])
     return out
 
 
 def _recall_at(labels, ranked, k: int = 10) -> np.ndarray:
-    """Per row with a purchased category: the share of them in the first ``k``; NaN without."""
+    """Per row with a purchased category: recall@k as ``evaluate.ranking_counts`` counts it;
+    NaN for a row without one."""
+    from demandlake.training import evaluate as ev
+
     out = []
     for lab, top in zip(labels, ranked):
-        pos = {int(c) for c in (lab if lab is not None else [])} - {0, 1}
-        out.append(len(pos & {int(c) for c in list(top)[:k]}) / len(pos) if pos else np.nan)
+        acc = ev.ranking_counts([lab], [list(top)], ks=(k,))
+        out.append(acc[f"recall@{k}_sum"] if acc["n"] else np.nan)
     return np.asarray(out)
 
 
@@ -171,8 +166,6 @@ def rolling_origin(spark, cfg, version: int, horizon_days: int, n_boot: int = 50
     """
     import datetime as dt
 
-    from pyspark.ml.classification import LogisticRegression
-    from pyspark.ml.functions import array_to_vector, vector_to_array
     from pyspark.sql import functions as F
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -195,13 +188,11 @@ def rolling_origin(spark, cfg, version: int, horizon_days: int, n_boot: int = 50
             model = families.fit(cfg, family, past)
             scored[family] = (families.score(cfg, model, here, keep=("user_id", "label_purchase"))
                               .toPandas())
-        vec = array_to_vector(F.col("static_features").cast("array<double>")).alias("features")
-        lr = LogisticRegression(maxIter=50, regParam=0.01).fit(past.select(
-            vec, F.col("label_purchase").cast("double").alias("label")))
-        scored["baseline_static_logistic"] = (lr.transform(here.select(
-            "user_id", "label_purchase", vec))
-            .select("user_id", "label_purchase",
-                    vector_to_array("probability")[1].alias("purchase_probability")).toPandas())
+        scored["baseline_static_logistic"] = (ev.score_static_baseline(
+            ev.fit_static_baseline(past), here.select("user_id", "label_purchase",
+                                                      "static_features"))
+            .select("user_id", "label_purchase", F.col("p").alias("purchase_probability"))
+            .toPandas())
         row = {"cutoff": c.isoformat() if isinstance(c, dt.date) else str(c),
                "rows": int(len(next(iter(scored.values())))),
                "positive_rate": float(next(iter(scored.values()))["label_purchase"].mean())}

@@ -57,25 +57,14 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from demandlake.pipeline.ingest import Source, run_ingest
-    from demandlake.pipeline.transform import run_sequence_examples
-    from demandlake.config import load_config
-    from demandlake.spark import get_spark
     from demandlake.training.runner import train_sequence_model
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(overrides=[
-            f"lake.uri={tmp}/lake", "lake.catalog=in-memory", "spark.master=local[2]",
-            "spark.conf.spark.sql.shuffle.partitions=4", "lake.timezone=Asia/Shanghai",
-            f"sequences.horizon_days={args.horizon_days}", f"sequences.max_length={args.max_length}",
-            f"training.epochs={args.epochs}", "training.learning_rate=0.003",
-        ])
-        spark = get_spark(cfg, "demandlake-bench-sequence")
         t0 = time.perf_counter()
-        src = Source("taobao", "taobao", args.data, "Asia/Shanghai")
-        run_ingest(spark, cfg, dt.date(2017, 12, 3), sources=[src])
-        counts = run_sequence_examples(spark, cfg)
+        spark, cfg, counts = taobao_examples(
+            tmp, args.data, args.horizon_days, args.max_length,
+            [f"training.epochs={args.epochs}", "training.learning_rate=0.003"])
         prep = time.perf_counter() - t0
         log.info("data ready in %.0fs: %s", prep, counts)
         seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [None]
@@ -106,7 +95,9 @@ def main(argv=None) -> int:
             print(f"\n== encoder={encoder} hidden={results[-1]['hidden']} seed="
                   f"{results[-1]['seed']} ({results[-1]['seconds']}s, v{r.version}, "
                   f"family={r.family}, promoted={r.promoted})")
-            for fam_name in ("spark_gbt", "spark_logistic"):
+            from demandlake.training import families
+
+            for fam_name in families.enabled(run_cfg):
                 for split in ("validation", "test"):
                     g = r.metrics.get(f"{fam_name}_{split}")
                     if g:
@@ -164,6 +155,30 @@ def main(argv=None) -> int:
                                "results": results, "summary": summary}, indent=1, default=str))
     print(f"\nresults written to {out}")
     return 0
+
+
+def taobao_examples(tmp: str, data: str, horizon_days: int = 2, max_length: int = 50,
+                    overrides: list[str] | None = None):
+    """The Taobao sample through the project's own stages in a temporary lake under ``tmp``:
+    ingest (``taobao``, Asia/Shanghai days) -> gold.vocabularies + gold.sequence_examples.
+
+    Returns:
+        (spark, cfg, the examples stage's counts).
+    """
+    from demandlake.config import load_config
+    from demandlake.pipeline.ingest import Source, run_ingest
+    from demandlake.pipeline.transform import run_sequence_examples
+    from demandlake.spark import get_spark
+
+    cfg = load_config(overrides=[
+        f"lake.uri={tmp}/lake", "lake.catalog=in-memory", "spark.master=local[2]",
+        "spark.conf.spark.sql.shuffle.partitions=4", "lake.timezone=Asia/Shanghai",
+        f"sequences.horizon_days={horizon_days}", f"sequences.max_length={max_length}",
+        *(overrides or [])])
+    spark = get_spark(cfg, "demandlake-bench-sequence")
+    run_ingest(spark, cfg, dt.date(2017, 12, 3),
+               sources=[Source("taobao", "taobao", data, "Asia/Shanghai")])
+    return spark, cfg, run_sequence_examples(spark, cfg)
 
 
 SUMMARY_METRICS = ("purchase_roc_auc", "purchase_pr_auc", "purchase_log_loss",

@@ -724,7 +724,7 @@ def test_a_spark_ml_family_that_serves_scores_every_active_user_in_spark(spark, 
     assert set(labels.values()) == {0, 1}
     run_id, _ = tracking.start_run(tracking.configure(cfg), "test-gbt", "gbt-test", {},
                                    {"task": "sequence"}, resume=False)
-    uri = families.log_spark_model(run_id, families.fit_gbt(cfg, rows), families.GBT)
+    uri = families.log_spark_model(run_id, families.fit(cfg, families.GBT, rows), families.GBT)
     version = tracking.register_and_promote(uri, "test-gbt", run_id, {"purchase_pr_auc": 0.9},
                                             None, "purchase_pr_auc", True,
                                             tags={"family": families.GBT}).version

@@ -236,6 +236,8 @@ def _models(cfg: Config) -> list[Block]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from demandlake.training import families
+
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     parts: list[Block] = []
     for name in names:
@@ -253,8 +255,7 @@ def _models(cfg: Config) -> list[Block]:
         for v in latest:
             metrics = client.get_run(v.run_id).data.metrics if v.run_id else {}
             registered = dt.datetime.fromtimestamp(v.creation_timestamp / 1000, dt.timezone.utc)
-            family = (v.tags or {}).get("family") or ("sequence_network" if name == names[0]
-                                                      else "-")
+            family = families.family_of(v.tags) if name == names[0] else "-"
             rows.append([v.version, ", ".join(getattr(v, "aliases", None) or []) or "-", family,
                          _fmt(registered.replace(tzinfo=None)), v.run_id or "-", _metrics(metrics)])
         parts.append(_table(["version", "aliases", "family", "registered (UTC)", "run",

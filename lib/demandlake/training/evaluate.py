@@ -319,6 +319,41 @@ def spark_binary_counts(df, label_col: str, prob_col: str, bins: int = BINS) -> 
     return acc
 
 
+def _static_rows(df, features_col: str, label_col: str | None):
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
+
+    feats = F.col(features_col)
+    if dict(df.dtypes)[features_col].startswith("array"):
+        feats = array_to_vector(F.col(features_col).cast("array<double>"))
+    if label_col is None:
+        return df.select("*", feats.alias("_features"))
+    return df.where(F.col(label_col).isNotNull()).select(
+        feats.alias("_features"), F.col(label_col).cast("double").alias("label"))
+
+
+def fit_static_baseline(train_df, kind: str = "logistic", features_col: str = "static_features",
+                        label_col: str = "label_purchase", seed: int = 7):
+    """The Spark ML baseline on the static features (``logistic``: LogisticRegression, ``gbt``:
+    GBTClassifier), fitted on the labelled rows of ``train_df``."""
+    from pyspark.ml.classification import GBTClassifier, LogisticRegression
+
+    if kind not in ("logistic", "gbt"):
+        raise ValueError(f"baseline kind must be logistic or gbt, got {kind!r}")
+    est = (LogisticRegression(featuresCol="_features", maxIter=50, regParam=0.01)
+           if kind == "logistic" else
+           GBTClassifier(featuresCol="_features", maxIter=30, maxDepth=4, seed=seed))
+    return est.fit(_static_rows(train_df, features_col, label_col))
+
+
+def score_static_baseline(model, df, features_col: str = "static_features"):
+    """``df`` plus ``p``, the baseline's probability of the positive class."""
+    from pyspark.ml.functions import vector_to_array
+
+    rows = _static_rows(df, features_col, None)
+    return model.transform(rows).select(*df.columns, vector_to_array("probability")[1].alias("p"))
+
+
 def static_features_baseline(train_df, eval_df, kind: str = "logistic",
                              features_col: str = "static_features",
                              label_col: str = "label_purchase", seed: int = 7) -> dict:
@@ -332,26 +367,24 @@ def static_features_baseline(train_df, eval_df, kind: str = "logistic",
     Returns:
         :func:`binary_metrics` of the baseline's probabilities.
     """
-    from pyspark.ml.classification import GBTClassifier, LogisticRegression
-    from pyspark.ml.functions import array_to_vector, vector_to_array
     from pyspark.sql import functions as F
 
-    if kind not in ("logistic", "gbt"):
-        raise ValueError(f"baseline kind must be logistic or gbt, got {kind!r}")
+    model = fit_static_baseline(train_df, kind, features_col, label_col, seed)
+    scored = score_static_baseline(model, eval_df.where(F.col(label_col).isNotNull()),
+                                   features_col)
+    return binary_metrics(spark_binary_counts(scored, label_col, "p"))
 
-    def prep(df):
-        feats = F.col(features_col)
-        if dict(df.dtypes)[features_col].startswith("array"):
-            feats = array_to_vector(F.col(features_col).cast("array<double>"))
-        return df.where(F.col(label_col).isNotNull()).select(
-            feats.alias("features"), F.col(label_col).cast("double").alias("label"))
 
-    est = (LogisticRegression(maxIter=50, regParam=0.01) if kind == "logistic"
-           else GBTClassifier(maxIter=30, maxDepth=4, seed=seed))
-    model = est.fit(prep(train_df))
-    scored = model.transform(prep(eval_df)).select(
-        "label", vector_to_array("probability")[1].alias("p"))
-    return binary_metrics(spark_binary_counts(scored, "label", "p"))
+def popular_categories(train_df, top_n: int = 20, label_col: str = "label_categories") -> list:
+    """Category ids by how many training rows purchased in them (most first, ties by id)."""
+    from pyspark.sql import functions as F
+
+    return [r["c"] for r in (
+        train_df.where(F.col(label_col).isNotNull())
+        .select(F.explode(F.array_distinct(label_col)).alias("c"))
+        .where(F.col("c") > 1)
+        .groupBy("c").count()
+        .orderBy(F.desc("count"), F.asc("c")).limit(top_n).collect())]
 
 
 def popularity_baseline(train_df, eval_df, ks: Sequence[int] = (5, 10), top_n: int = 20,
@@ -365,12 +398,7 @@ def popularity_baseline(train_df, eval_df, ks: Sequence[int] = (5, 10), top_n: i
     """
     from pyspark.sql import functions as F
 
-    top = [r["c"] for r in (
-        train_df.where(F.col(label_col).isNotNull())
-        .select(F.explode(F.array_distinct(label_col)).alias("c"))
-        .where(F.col("c") > 1)
-        .groupBy("c").count()
-        .orderBy(F.desc("count"), F.asc("c")).limit(top_n).collect())]
+    top = popular_categories(train_df, top_n, label_col)
     ranked = F.array(*[F.lit(int(c)) for c in top]) if top else F.array().cast("array<int>")
     pos = F.array_except(F.array_distinct(F.col(label_col)), F.array(F.lit(0), F.lit(1)))
     n_pos = F.size(pos)

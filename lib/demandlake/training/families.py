@@ -104,10 +104,6 @@ def fit(cfg: Config, family: str, train: DataFrame):
     return Pipeline(stages=stages).fit(rows)
 
 
-def fit_gbt(cfg: Config, train: DataFrame):
-    """:func:`fit` of ``spark_gbt``."""
-    return fit(cfg, GBT, train)
-
 
 class SparkFamilyModel:
     """A fitted Spark ML family: its ``PipelineModel`` and the Platt calibration chosen for it
